@@ -1,0 +1,186 @@
+"""The actor (a VLM with LoRA) and the step critic, behind one small API.
+
+``act`` does what a rollout step needs — batched generation for every env of the pool in one
+call, then old log-probs, reference log-probs and values — and ``score`` recomputes log-probs and
+values for a PPO minibatch with gradients. Both score with :func:`sampling.token_logprobs`, the
+distribution that was actually sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from peft import PeftModel
+from torch import nn
+from transformers import LogitsProcessorList, ProcessorMixin
+
+from vldac_lightning.models.processor import build_messages, to_pil
+from vldac_lightning.models.sampling import ActionTrie, PolicyLogitsProcessor, SamplingConfig, token_logprobs
+from vldac_lightning.models.value_head import ValueHead
+
+RESPONSE_MODES = ("json", "action_only")
+
+
+@dataclass
+class ActOutput:
+    """Everything a rollout keeps from one batched policy step (B = number of envs)."""
+
+    texts: list[str]  # B decoded responses (what the envs receive)
+    response_ids: torch.Tensor  # [B, R] int64, padded after the end token
+    response_mask: torch.Tensor  # [B, R] bool, True on every generated token up to and incl. the end token
+    logprobs: torch.Tensor  # [B, R] float32, log π_old
+    ref_logprobs: torch.Tensor  # [B, R] float32, log π_ref (adapter disabled) or π_old
+    values: torch.Tensor  # [B] float32, V(s_t)
+
+
+class VLMPolicy(nn.Module):
+    """LoRA-wrapped image-text-to-text model + value head."""
+
+    def __init__(
+        self,
+        model: PeftModel,
+        processor: ProcessorMixin,
+        *,
+        value_hidden_sizes: Sequence[int],
+        sampling: SamplingConfig,
+        response_mode: str = "json",
+        kl_reference: str = "base",
+    ) -> None:
+        super().__init__()
+        if response_mode not in RESPONSE_MODES:
+            raise ValueError(f"model.response_mode={response_mode!r}; choose one of {RESPONSE_MODES}")
+        if kl_reference not in ("base", "old"):
+            raise ValueError(f"algo.kl_reference={kl_reference!r}; choose 'base' (adapter disabled) or 'old'")
+        self.model = model
+        self.processor = processor
+        self.sampling = sampling
+        self.response_mode = response_mode
+        self.kl_reference = kl_reference
+        hidden = model.get_base_model().config.get_text_config().hidden_size
+        self.value_head = ValueHead(hidden, value_hidden_sizes)
+        tok = processor.tokenizer
+        self.eos_token_id = int(tok.eos_token_id)
+        self.pad_token_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        self.trie: ActionTrie | None = None
+
+    # ----------------------------------------------------------------------------------- setup
+    def set_action_names(self, action_names: Sequence[str]) -> None:
+        """In ``action_only`` mode, constrain decoding to exactly these strings (+ end token)."""
+        if self.response_mode != "action_only":
+            return
+        tok = self.processor.tokenizer
+        seqs = [tok.encode(a, add_special_tokens=False) + [self.eos_token_id] for a in action_names]
+        vocab = self.model.get_base_model().config.get_text_config().vocab_size
+        self.trie = ActionTrie(seqs, vocab_size=max(vocab, len(tok)), pad_token_id=self.pad_token_id)
+
+    @property
+    def max_new_tokens(self) -> int:
+        return self.trie.max_len if self.trie is not None else self.sampling.max_new_tokens
+
+    @property
+    def device(self) -> torch.device:
+        return self.value_head.mlp[0].weight.device
+
+    # ------------------------------------------------------------------------------- encoding
+    def encode(self, observations: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Chat-template + images → left-padded model inputs for a batch of observations."""
+        texts, images = [], []
+        for obs in observations:
+            frames = to_pil(obs["images"])
+            texts.append(self.processor.apply_chat_template(
+                build_messages(len(frames), obs["text"]), add_generation_prompt=True, tokenize=False))
+            images.append(frames)
+        kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+        if any(images):
+            kwargs["images"] = images
+        enc = self.processor(**kwargs)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    # ------------------------------------------------------------------------------- scoring
+    def _forward(self, enc: dict[str, torch.Tensor], response_ids: torch.Tensor, response_mask: torch.Tensor,
+                 with_hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One forward over prompt + response; logits ``[B, R, V]`` predicting each response token."""
+        R = response_ids.shape[1]
+        inputs = dict(enc)
+        inputs["input_ids"] = torch.cat([enc["input_ids"], response_ids], dim=1)
+        inputs["attention_mask"] = torch.cat([enc["attention_mask"], response_mask.to(enc["attention_mask"].dtype)], 1)
+        if "mm_token_type_ids" in enc:
+            inputs["mm_token_type_ids"] = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(response_ids)], 1)
+        # Only the last R+1 positions are needed: position P-1+j predicts response token j.
+        out = self.model(**inputs, output_hidden_states=with_hidden, logits_to_keep=R + 1, use_cache=False)
+        logits = out.logits[:, :R]
+        hidden = out.hidden_states[-1][:, enc["input_ids"].shape[1] - 1] if with_hidden else None
+        return logits, hidden
+
+    def score(
+        self,
+        enc: dict[str, torch.Tensor],
+        response_ids: torch.Tensor,  # [B, R]
+        response_mask: torch.Tensor,  # [B, R]
+        *,
+        with_values: bool = True,
+        adapter: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token log-probs ``[B, R]`` (and values ``[B]``) under the sampling distribution."""
+        allowed = self.trie.response_masks(response_ids) if self.trie is not None else None
+        if adapter:
+            logits, hidden = self._forward(enc, response_ids, response_mask, with_values)
+        else:
+            with self.model.disable_adapter():
+                logits, hidden = self._forward(enc, response_ids, response_mask, with_values)
+        logp = token_logprobs(logits, response_ids, self.sampling, allowed) * response_mask
+        values = self.value_head(hidden) if with_values else None
+        return logp, values
+
+    # ------------------------------------------------------------------------------- acting
+    @torch.no_grad()
+    def generate(self, enc: dict[str, torch.Tensor], *, do_sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample (or greedily pick) responses for the whole batch in one ``generate`` call."""
+        P = enc["input_ids"].shape[1]
+        processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie)
+        seqs = self.model.generate(
+            **enc,
+            logits_processor=LogitsProcessorList([processor]),
+            do_sample=do_sample,
+            max_new_tokens=self.max_new_tokens,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=self.eos_token_id,
+        )
+        response = seqs[:, P:]
+        is_end = response == self.eos_token_id
+        # A token belongs to the response if no end token came before it (the end token counts).
+        mask = (torch.cumsum(is_end.long(), dim=1) - is_end.long()) == 0
+        response = response.masked_fill(~mask, self.pad_token_id)
+        return response, mask
+
+    def decode(self, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
+        tok = self.processor.tokenizer
+        return [tok.decode(ids[m].tolist(), skip_special_tokens=True) for ids, m in zip(response_ids, response_mask)]
+
+    @torch.no_grad()
+    def act(self, observations: Sequence[dict[str, Any]], *, do_sample: bool = True,
+            with_scores: bool = True) -> ActOutput:
+        """One policy step for a batch of observations (one per env)."""
+        enc = self.encode(observations)
+        response_ids, response_mask = self.generate(enc, do_sample=do_sample)
+        texts = self.decode(response_ids, response_mask)
+        B, R = response_ids.shape
+        if not with_scores:
+            zeros = torch.zeros(B, R, device=self.device)
+            return ActOutput(texts, response_ids, response_mask, zeros, zeros, torch.zeros(B, device=self.device))
+        logprobs, values = self.score(enc, response_ids, response_mask, with_values=True)
+        if self.kl_reference == "base":
+            ref_logprobs, _ = self.score(enc, response_ids, response_mask, with_values=False, adapter=False)
+        else:
+            ref_logprobs = logprobs
+        return ActOutput(texts, response_ids, response_mask, logprobs, ref_logprobs, values)
+
+    @torch.no_grad()
+    def value(self, observations: Sequence[dict[str, Any]]) -> torch.Tensor:
+        """V(s) ``[B]`` from a prompt-only forward (used to bootstrap truncated episodes)."""
+        enc = self.encode(observations)
+        out = self.model(**enc, output_hidden_states=True, logits_to_keep=1, use_cache=False)
+        return self.value_head(out.hidden_states[-1][:, -1])

@@ -1,0 +1,136 @@
+"""One definition of the sampling distribution, used both to sample and to score.
+
+The reference code sampled at temperature 0.2 but scored log-probs at temperature 1, so its PPO
+ratios were computed for a policy that never acted. Here the *same* function turns raw logits into
+the distribution that is sampled from (inside ``generate``) and the distribution whose log-probs
+enter the loss: constraint mask → temperature → top-k → top-p, in that order, everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How response tokens are drawn (and therefore scored)."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+    max_new_tokens: int = 256
+    do_sample: bool = True  # False = greedy (evaluation); scoring still uses the tempered distribution
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"sampling.temperature must be > 0, got {self.temperature}; use do_sample=false for greedy")
+        if self.top_k < 0:
+            raise ValueError(f"sampling.top_k must be >= 0 (0 disables it), got {self.top_k}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"sampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"sampling.max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+class ActionTrie:
+    """Token-level trie over a fixed set of allowed responses (``action_only`` response mode).
+
+    Every allowed response is the tokenisation of one action string followed by the end-of-sequence
+    token, so a constrained sample is always exactly one valid action. The allowed set at a position
+    depends only on the response prefix, which lets scoring rebuild the very mask used in sampling.
+    """
+
+    def __init__(self, sequences: Sequence[Sequence[int]], vocab_size: int, pad_token_id: int) -> None:
+        if not sequences:
+            raise ValueError("ActionTrie needs at least one allowed token sequence")
+        self.vocab_size = vocab_size
+        self.pad_token_id = pad_token_id
+        self.root: dict[int, dict] = {}
+        self.max_len = 0
+        for seq in sequences:
+            node = self.root
+            for tok in seq:
+                node = node.setdefault(int(tok), {})
+            self.max_len = max(self.max_len, len(seq))
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        """Token ids allowed after ``prefix``; after a complete response only padding is allowed."""
+        node = self.root
+        for tok in prefix:
+            if tok not in node:
+                return [self.pad_token_id]
+            node = node[tok]
+        return list(node.keys()) or [self.pad_token_id]
+
+    def mask(self, prefixes: torch.Tensor) -> torch.Tensor:
+        """Boolean mask ``[B, V]`` of allowed next tokens for each prefix ``[B, t]``."""
+        out = torch.zeros(prefixes.shape[0], self.vocab_size, dtype=torch.bool, device=prefixes.device)
+        for b, row in enumerate(prefixes.tolist()):
+            out[b, self.allowed(row)] = True
+        return out
+
+    def response_masks(self, response_ids: torch.Tensor) -> torch.Tensor:
+        """Allowed-token masks ``[B, R, V]`` for every position of responses ``[B, R]``."""
+        B, R = response_ids.shape
+        out = torch.zeros(B, R, self.vocab_size, dtype=torch.bool, device=response_ids.device)
+        rows = response_ids.tolist()
+        for b in range(B):
+            for j in range(R):
+                out[b, j, self.allowed(rows[b][:j])] = True
+        return out
+
+
+def filter_logits(
+    logits: torch.Tensor,  # [..., V]
+    cfg: SamplingConfig,
+    allowed: torch.Tensor | None = None,  # [..., V] bool
+) -> torch.Tensor:
+    """Apply constraint, temperature, top-k and top-p to raw logits (float32 result, -inf = excluded)."""
+    logits = logits.float()
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    logits = logits / cfg.temperature
+    if cfg.top_k > 0 and cfg.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        # Keep the smallest prefix whose mass reaches top_p (the first token is always kept).
+        drop_sorted = (cum - torch.softmax(sorted_logits, dim=-1)) >= cfg.top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+class PolicyLogitsProcessor(LogitsProcessor):
+    """The only logits processor ``generate`` sees, so sampling == :func:`filter_logits`."""
+
+    def __init__(self, cfg: SamplingConfig, prompt_length: int, trie: ActionTrie | None = None) -> None:
+        self.cfg = cfg
+        self.prompt_length = prompt_length
+        self.trie = trie
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        allowed = None
+        if self.trie is not None:
+            allowed = self.trie.mask(input_ids[:, self.prompt_length :])
+        return filter_logits(scores, self.cfg, allowed)
+
+
+def token_logprobs(
+    logits: torch.Tensor,  # [B, R, V] logits that predict response tokens 0..R-1
+    response_ids: torch.Tensor,  # [B, R]
+    cfg: SamplingConfig,
+    allowed: torch.Tensor | None = None,  # [B, R, V]
+) -> torch.Tensor:
+    """Log-prob ``[B, R]`` of each response token under the sampling distribution."""
+    logp = torch.log_softmax(filter_logits(logits, cfg, allowed), dim=-1)
+    out = logp.gather(-1, response_ids.unsqueeze(-1)).squeeze(-1)
+    # Padding after the end of a response can be outside the filtered support (-inf); it is masked
+    # out of every loss, but must not turn into NaN through 0 * -inf.
+    return torch.nan_to_num(out, neginf=0.0)
