@@ -1,0 +1,194 @@
+"""The rollout DataModule: every PPO iteration streams a fresh on-policy rollout.
+
+Iteration i: collect T×N env steps with the current policy → GAE + standardised advantages →
+``ppo_epochs`` × minibatches of that rollout, yielded to the LightningModule one at a time.
+The stream is finite (``num_iterations``) and restartable: it resumes at the iteration implied by
+the trainer's ``global_step``, so ``ckpt_path=...`` continues where a checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from vldac_lightning.algo.advantages import compute_gae, standardize
+from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
+from vldac_lightning.envs.registry import make_language_env
+from vldac_lightning.rollout.buffer import Minibatch
+from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainBatch:
+    """A placeholder for one minibatch, resolved by :meth:`RolloutDataModule.minibatch`.
+
+    Lightning prefetches one batch ahead. If the stream itself collected rollouts, the next
+    iteration's rollout would be gathered *before* the current iteration's last update — one update
+    off-policy. So the stream only yields positions; the rollout is collected when the module asks
+    for the first minibatch of an iteration, i.e. after every update of the previous one.
+    """
+
+    iteration: int  # PPO iteration (rollout → update) index, 0-based
+    index: int  # minibatch position within the iteration (epoch-major)
+    first_of_iteration: bool
+    last_of_iteration: bool
+
+
+def env_factory(env_cfg: Any, response_mode: str):
+    """A picklable thunk that builds one language env from the ``env`` config group."""
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.to_container(env_cfg, resolve=True) if not isinstance(env_cfg, dict) else dict(env_cfg)
+    return _EnvThunk(spec, response_mode)
+
+
+class _EnvThunk:
+    def __init__(self, spec: dict[str, Any], response_mode: str) -> None:
+        self.spec = spec
+        self.response_mode = response_mode
+
+    def __call__(self):
+        s = self.spec
+        prompt_version = s.get("prompt_version") or ("action_only" if self.response_mode == "action_only" else "rl4vlm")
+        return make_language_env(
+            s["id"],
+            env_kwargs=s.get("env_kwargs") or {},
+            prompt_version=prompt_version,
+            image_history=s["image_history"],
+            max_episode_steps=s["max_episode_steps"],
+            parse_failure=s["parse_failure"],
+            parse_failure_penalty=s["parse_failure_penalty"],
+            response_mode=self.response_mode,
+            state_in_text=s.get("state_in_text", False),
+        )
+
+
+class _RolloutStream(IterableDataset):
+    def __init__(self, dm: RolloutDataModule) -> None:
+        self.dm = dm
+
+    def __iter__(self) -> Iterator[TrainBatch]:
+        return self.dm.iterate()
+
+
+class RolloutDataModule(L.LightningDataModule):
+    """Owns the training and evaluation env pools and turns rollouts into minibatches."""
+
+    def __init__(self, env_cfg: Any, algo_cfg: Any, *, response_mode: str, seed: int, pool_mode: str = "async") -> None:
+        super().__init__()
+        self.env_cfg = env_cfg
+        self.algo = algo_cfg
+        self.response_mode = response_mode
+        self.seed = seed
+        self.pool_mode = pool_mode
+        self.module: Any = None  # the ActorCriticModule, attached by train()
+        self.train_pool: EnvPool | None = None
+        self.eval_pool: EnvPool | None = None
+        self.collector: RolloutCollector | None = None
+        self.last_rollout_stats: RolloutStats | None = None
+        self._minibatches: list[Minibatch] | None = None
+        self._iteration = -1
+
+    # ---------------------------------------------------------------------------- derived sizes
+    @property
+    def num_envs(self) -> int:
+        return int(self.env_cfg.num_envs)
+
+    @property
+    def steps_per_env(self) -> int:
+        return int(self.algo.rollout_steps) // self.num_envs
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, int(self.algo.total_env_steps) // int(self.algo.rollout_steps))
+
+    @property
+    def optimizer_steps_per_iteration(self) -> int:
+        minibatches = int(self.algo.rollout_steps) // int(self.algo.minibatch_size)
+        return int(self.algo.ppo_epochs) * minibatches // int(self.algo.grad_accum_steps)
+
+    # ---------------------------------------------------------------------------- lifecycle
+    def attach(self, module: Any) -> None:
+        self.module = module
+
+    def make_pool(self, n: int, seeds: list[int]) -> EnvPool:
+        thunk = env_factory(self.env_cfg, self.response_mode)
+        return EnvPool([thunk] * n, mode=self.pool_mode, seeds=seeds)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_pool is None and stage in (None, "fit"):
+            log.info("Starting %d %s envs (%s pool)", self.num_envs, self.env_cfg.id, self.pool_mode)
+            self.train_pool = self.make_pool(self.num_envs, train_seeds(self.seed, self.num_envs))
+        if self.eval_pool is None:
+            n = int(self.env_cfg.eval_num_envs)
+            self.eval_pool = self.make_pool(n, eval_seeds(self.seed, n))
+
+    def teardown(self, stage: str | None = None) -> None:
+        for pool in (self.train_pool, self.eval_pool):
+            if pool is not None:
+                pool.close()
+        self.train_pool = self.eval_pool = None
+
+    def eval_episode_seeds(self, n: int) -> list[int]:
+        """Held-out seeds: the evaluation range, disjoint from every training seed."""
+        return eval_seeds(self.seed, n)
+
+    def train_dataloader(self) -> DataLoader:
+        # batch_size=None: the stream already yields whole minibatches; num_workers=0 because
+        # generation needs the policy, which lives in this process.
+        return DataLoader(_RolloutStream(self), batch_size=None, num_workers=0)
+
+    # ---------------------------------------------------------------------------- the stream
+    @property
+    def minibatches_per_iteration(self) -> int:
+        return int(self.algo.ppo_epochs) * (int(self.algo.rollout_steps) // int(self.algo.minibatch_size))
+
+    def iterate(self) -> Iterator[TrainBatch]:
+        if self.module is None:
+            raise RuntimeError("RolloutDataModule.attach(module) must run before iterating")
+        # Resume at the iteration implied by the restored optimizer-step count.
+        start = self.module.global_step // self.optimizer_steps_per_iteration
+        n = self.minibatches_per_iteration
+        for iteration in range(start, self.num_iterations):
+            for j in range(n):
+                yield TrainBatch(iteration, j, first_of_iteration=j == 0, last_of_iteration=j == n - 1)
+
+    def minibatch(self, batch: TrainBatch) -> Minibatch:
+        """The minibatch at ``batch``'s position; the first one of an iteration collects the rollout."""
+        if batch.first_of_iteration or self._minibatches is None or self._iteration != batch.iteration:
+            self._prepare(batch.iteration)
+        assert self._minibatches is not None
+        return self._minibatches[batch.index]
+
+    def _prepare(self, iteration: int) -> None:
+        """Collect a rollout with the current policy → advantages → all minibatches of the iteration."""
+        module = self.module
+        if module is None or self.train_pool is None:
+            raise RuntimeError("RolloutDataModule.attach(module) and setup('fit') must run before training")
+        policy = module.policy
+        policy.set_action_names(self.train_pool.action_names)
+        if self.collector is None:
+            self.collector = RolloutCollector(self.train_pool, policy, self.steps_per_env)
+            # A resumed run restarts its envs from seeds that depend on the iteration, so two runs
+            # resumed from the same checkpoint see the same episodes.
+            self.collector.reset(train_seeds(self.seed + 7919 * iteration, self.num_envs))
+        module.start_iteration(iteration)
+        rollout, stats = self.collector.collect(progress=module.rollout_progress)
+        self.last_rollout_stats = stats
+        adv, ret = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+                               rollout.truncated, float(self.algo.gamma), float(self.algo.gae_lambda))
+        module.record_rollout(iteration, rollout, stats, adv, ret)
+        if self.algo.normalize_advantages:
+            adv = standardize(adv)
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
+        self._minibatches = [mb for _ in range(int(self.algo.ppo_epochs))
+                             for mb in rollout.minibatches(adv, ret, int(self.algo.minibatch_size), generator)]
+        self._iteration = iteration
