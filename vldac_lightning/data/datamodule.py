@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from vldac_lightning.algo.advantages import compute_gae, standardize
 from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
-from vldac_lightning.envs.registry import make_language_env
+from vldac_lightning.envs.factory import LanguageEnvThunk
 from vldac_lightning.rollout.buffer import Minibatch
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
 
@@ -42,33 +42,12 @@ class TrainBatch:
     last_of_iteration: bool
 
 
-def env_factory(env_cfg: Any, response_mode: str):
+def env_factory(env_cfg: Any, response_mode: str) -> LanguageEnvThunk:
     """A picklable thunk that builds one language env from the ``env`` config group."""
     from omegaconf import OmegaConf
 
     spec = OmegaConf.to_container(env_cfg, resolve=True) if not isinstance(env_cfg, dict) else dict(env_cfg)
-    return _EnvThunk(spec, response_mode)
-
-
-class _EnvThunk:
-    def __init__(self, spec: dict[str, Any], response_mode: str) -> None:
-        self.spec = spec
-        self.response_mode = response_mode
-
-    def __call__(self):
-        s = self.spec
-        prompt_version = s.get("prompt_version") or ("action_only" if self.response_mode == "action_only" else "rl4vlm")
-        return make_language_env(
-            s["id"],
-            env_kwargs=s.get("env_kwargs") or {},
-            prompt_version=prompt_version,
-            image_history=s["image_history"],
-            max_episode_steps=s["max_episode_steps"],
-            parse_failure=s["parse_failure"],
-            parse_failure_penalty=s["parse_failure_penalty"],
-            response_mode=self.response_mode,
-            state_in_text=s.get("state_in_text", False),
-        )
+    return LanguageEnvThunk(spec, response_mode)
 
 
 class _RolloutStream(IterableDataset):

@@ -140,8 +140,9 @@ def build_tiny_qwen2_vl(
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config)
     torch.random.set_rng_state(generator_state)  # building a model must not perturb the caller's RNG
-    pixels = image_size * image_size
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels)
+    # smart_resize floors sqrt(max_pixels)/28 in floating point: max_pixels = size² would round a
+    # 300 px frame down to 28 px. A half-patch of slack makes the result exactly image_size².
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=image_size**2, max_pixels=(image_size + 14) ** 2)
     processor = without_video(Qwen2VLProcessor)(
         image_processor=image_processor, tokenizer=tokenizer, video_processor=None, chat_template=CHAT_TEMPLATE
     )

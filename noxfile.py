@@ -1,0 +1,45 @@
+"""Developer sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s demo``, ``nox -s bench``.
+
+Each session installs the pinned CPU torch first (an unpinned torch pulls multi-GB CUDA builds).
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+TORCH = "torch==2.13.0"
+
+
+def _install(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (what CI runs through scripts/test.sh)."""
+    _install(session)
+    session.run("pytest", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint."""
+    session.install("ruff>=0.6,<1")
+    session.run("ruff", "check", "vldac_lightning", "tests", "experiments", "noxfile.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The default training run (gym-cards NumberLine, tiny VLM, CPU)."""
+    _install(session)
+    session.run("python", "-m", "vldac_lightning.train", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks under experiments/ (long; not part of the tests)."""
+    _install(session)
+    session.run("python", "experiments/learning_curve.py", "--help")

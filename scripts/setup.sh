@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create ./.venv with everything vldac_lightning needs (idempotent; re-runs only when
+# pyproject.toml changed). CPU by default: torch is pinned to the 2.13.0 CPU wheel so pip never
+# pulls multi-GB CUDA builds. GPU users: set VLDAC_TORCH_SPEC, e.g.
+#   VLDAC_TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128" bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+VENV=${VLDAC_VENV:-.venv}
+TORCH_SPEC=${VLDAC_TORCH_SPEC:-torch==2.13.0}
+EXTRAS=${VLDAC_EXTRAS:-dev}
+stamp="$VENV/.vldac-installed"
+want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $EXTRAS"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "[setup] creating $VENV (torch: $TORCH_SPEC, extras: $EXTRAS)" >&2
+[ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+# torch first, on its own, so the project's range (torch>=2.4,<2.15) is already satisfied.
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pip install -q $TORCH_SPEC
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+echo "$want" > "$stamp"
+echo "[setup] done" >&2
