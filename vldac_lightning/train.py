@@ -91,5 +91,17 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(name) if name else None
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """Console entry point: friendly group-choice errors, then Hydra."""
+    import sys
+
+    from vldac_lightning.utils.choices import check_group_overrides
+
+    error = check_group_overrides(sys.argv[1:])
+    if error:
+        sys.exit(error)
     main()
+
+
+if __name__ == "__main__":
+    cli()

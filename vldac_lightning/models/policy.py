@@ -18,7 +18,13 @@ from torch import nn
 from transformers import LogitsProcessorList, ProcessorMixin
 
 from vldac_lightning.models.processor import build_messages, to_pil
-from vldac_lightning.models.sampling import ActionTrie, PolicyLogitsProcessor, SamplingConfig, token_logprobs
+from vldac_lightning.models.sampling import (
+    ActionTrie,
+    PolicyLogitsProcessor,
+    SamplingConfig,
+    response_support,
+    token_logprobs,
+)
 from vldac_lightning.models.value_head import ValueHead
 
 RESPONSE_MODES = ("json", "action_only")
@@ -65,6 +71,16 @@ class VLMPolicy(nn.Module):
         self.eos_token_id = int(tok.eos_token_id)
         self.pad_token_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         self.trie: ActionTrie | None = None
+        # Multimodal placeholders are never valid response tokens (see sampling.response_support).
+        vocab = max(model.get_base_model().config.get_text_config().vocab_size, len(tok))
+        support = torch.ones(vocab, dtype=torch.bool)
+        placeholders = {getattr(processor, "image_token", None), getattr(processor, "video_token", None),
+                        "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"}
+        for token in placeholders - {None}:
+            token_id = tok.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id != tok.unk_token_id and 0 <= token_id < vocab:
+                support[token_id] = False
+        self.register_buffer("support", support, persistent=False)
 
     # ----------------------------------------------------------------------------------- setup
     def set_action_names(self, action_names: Sequence[str]) -> None:
@@ -125,12 +141,12 @@ class VLMPolicy(nn.Module):
         adapter: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token log-probs ``[B, R]`` (and values ``[B]``) under the sampling distribution."""
-        allowed = self.trie.response_masks(response_ids) if self.trie is not None else None
         if adapter:
             logits, hidden = self._forward(enc, response_ids, response_mask, with_values)
         else:
             with self.model.disable_adapter():
                 logits, hidden = self._forward(enc, response_ids, response_mask, with_values)
+        allowed = response_support(response_ids, self.trie, self.support, logits.shape[-1])
         logp = token_logprobs(logits, response_ids, self.sampling, allowed) * response_mask
         values = self.value_head(hidden) if with_values else None
         return logp, values
@@ -140,7 +156,7 @@ class VLMPolicy(nn.Module):
     def generate(self, enc: dict[str, torch.Tensor], *, do_sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample (or greedily pick) responses for the whole batch in one ``generate`` call."""
         P = enc["input_ids"].shape[1]
-        processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie)
+        processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie, support=self.support)
         seqs = self.model.generate(
             **enc,
             logits_processor=LogitsProcessorList([processor]),

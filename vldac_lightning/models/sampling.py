@@ -110,16 +110,47 @@ def filter_logits(
 class PolicyLogitsProcessor(LogitsProcessor):
     """The only logits processor ``generate`` sees, so sampling == :func:`filter_logits`."""
 
-    def __init__(self, cfg: SamplingConfig, prompt_length: int, trie: ActionTrie | None = None) -> None:
+    def __init__(self, cfg: SamplingConfig, prompt_length: int, trie: ActionTrie | None = None,
+                 support: torch.Tensor | None = None) -> None:
         self.cfg = cfg
         self.prompt_length = prompt_length
         self.trie = trie
+        self.support = support  # [V] bool: tokens a response may contain at all
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        allowed = None
-        if self.trie is not None:
-            allowed = self.trie.mask(input_ids[:, self.prompt_length :])
-        return filter_logits(scores, self.cfg, allowed)
+        allowed = response_support(input_ids[:, self.prompt_length :].unsqueeze(1), self.trie, self.support,
+                                   scores.shape[-1])
+        return filter_logits(scores, self.cfg, None if allowed is None else allowed[:, 0])
+
+
+def response_support(
+    prefixes: torch.Tensor,  # [B, R, t] or response ids [B, R] (see below)
+    trie: ActionTrie | None,
+    support: torch.Tensor | None,  # [V] bool
+    vocab_size: int,
+) -> torch.Tensor | None:
+    """Allowed-token mask for sampling ([B, 1, t] prefixes → [B, 1, V]) and scoring ([B, R] → [B, R, V]).
+
+    Combines the action trie (``action_only``) with the global support, which removes tokens a
+    response must never contain (image/video placeholders: one sampled ``<|image_pad|>`` makes
+    the next forward fail, since no image features exist for it).
+    """
+    if trie is None and support is None:
+        return None
+    if prefixes.dim() == 3:  # sampling: one position, the prefix is everything generated so far
+        B = prefixes.shape[0]
+        allowed = trie.mask(prefixes[:, 0]).unsqueeze(1) if trie is not None else None
+        shape = (B, 1, vocab_size)
+    else:  # scoring: every position of the response
+        allowed = trie.response_masks(prefixes) if trie is not None else None
+        shape = (*prefixes.shape, vocab_size)
+    if support is not None:
+        sup = support[:vocab_size].to(prefixes.device)
+        if sup.shape[0] < vocab_size:  # logits may be padded beyond the tokenizer's vocabulary
+            sup = torch.nn.functional.pad(sup, (0, vocab_size - sup.shape[0]), value=False)
+        base = sup.expand(shape)
+        allowed = base if allowed is None else allowed[..., :vocab_size] & base
+    return allowed
 
 
 def token_logprobs(

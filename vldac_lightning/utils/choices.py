@@ -1,0 +1,37 @@
+"""Friendly errors for unknown config-group choices (``env=foo``).
+
+Hydra lists "Available options" only for files directly inside a group folder; our env group is
+nested (``env=gym_cards/ezpoints``, later ``env=miniworld/oneroom``), so a typo would get no list.
+We check group overrides on the command line against the files under ``conf/`` first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """All choices of a config group, nested ones as ``sub/name``."""
+    root = conf_dir / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def check_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
+    """Return an error message for the first ``group=choice`` override naming no config file."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if "." in key or "/" in key or not (conf_dir / key).is_dir():
+            continue  # a value override (algo.kl_beta=...) or not a group
+        choices = group_choices(key, conf_dir)
+        for choice in value.split(","):  # multirun sweeps: env=a,b
+            choice = choice.strip()
+            if choice in ("null", "") or choice in choices:
+                continue
+            return (f"Unknown {key}={choice!r}. Valid choices for '{key}': {', '.join(choices)}")
+    return None
