@@ -42,4 +42,4 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks under experiments/ (long; not part of the tests)."""
     _install(session)
-    session.run("python", "experiments/learning_curve.py", "--help")
+    session.run("python", "experiments/bench_envs.py", *session.posargs)

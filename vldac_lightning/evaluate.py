@@ -50,6 +50,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from vldac_lightning.train import build_loggers
     from vldac_lightning.utils.logging_utils import find_last_checkpoint, log_hyperparameters
 
+    if cfg.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(int(cfg.seed), workers=True)
     dm = RolloutDataModule(cfg.env, cfg.algo, response_mode=str(cfg.model.response_mode), seed=int(cfg.seed),
                            pool_mode=str(cfg.env.pool_mode))

@@ -55,6 +55,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.models.module import ActorCriticModule
     from vldac_lightning.utils.logging_utils import find_last_checkpoint, log_hyperparameters
 
+    if cfg.get("torch_threads"):
+        import torch
+
+        torch.set_num_threads(int(cfg.torch_threads))
     L.seed_everything(int(cfg.seed), workers=True)
     datamodule = RolloutDataModule(cfg.env, cfg.algo, response_mode=str(cfg.model.response_mode),
                                    seed=int(cfg.seed), pool_mode=str(cfg.env.pool_mode))
@@ -74,7 +78,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         log.info("Resuming from %s", ckpt_path)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 
-    evaluation = callbacks[0]
+    from vldac_lightning.callbacks import PeriodicEvaluation
+
+    evaluation = next(c for c in callbacks if isinstance(c, PeriodicEvaluation))
     metrics = dict(evaluation.history[-1][1]) if evaluation.history else {}
     if evaluation.history:
         metrics["eval/initial_success_rate"] = evaluation.history[0][1].get("eval/success_rate", float("nan"))
