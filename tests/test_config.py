@@ -57,7 +57,7 @@ def test_evaluate_config_composes_and_validates(compose_train_cfg: Compose, env:
     cfg = compose_train_cfg([f"env={env}", "ckpt_path=/some/last.ckpt"], config_name="evaluate.yaml")
     validate_config(cfg)
     OmegaConf.to_container(cfg, resolve=True)
-    assert cfg.task_name == "evaluate" and cfg.num_episodes == 50 and cfg.do_sample is False
+    assert cfg.task_name == "evaluate" and cfg.num_episodes == 50 and cfg.do_sample is True
 
 
 def test_debug_smoke_validates(compose_train_cfg: Compose) -> None:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
+    for _name, logger_cfg in (cfg.get("logger") or {}).items():
         if logger_cfg is not None and "_target_" in logger_cfg:
             log.info("Instantiating logger <%s>", logger_cfg._target_)
             loggers.append(hydra.utils.instantiate(logger_cfg))

@@ -18,8 +18,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from vldac_lightning.algo.advantages import compute_gae, standardize
-from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
 from vldac_lightning.envs.factory import LanguageEnvThunk
+from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
 from vldac_lightning.rollout.buffer import Minibatch
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
 
