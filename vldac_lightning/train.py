@@ -39,7 +39,7 @@ def build_callbacks(cfg: DictConfig, steps_per_iteration: int) -> list[Any]:
         RolloutSamples(int(cb.samples.every_n_iterations)),
         ModelCheckpoint(dirpath=cb.model_checkpoint.dirpath, every_n_train_steps=every,
                         save_last=bool(cb.model_checkpoint.save_last), save_top_k=-1,
-                        filename="iter{step}", auto_insert_metric_name=False),
+                        filename="step{step}", auto_insert_metric_name=False),
     ]
 
 

@@ -23,8 +23,8 @@ def test_resume_from_checkpoint_continues_the_schedule(tmp_path: Path, monkeypat
     finally:
         reset_hydra()
     k = first["datamodule"].optimizer_steps_per_iteration
-    ckpts = sorted((tmp_path / "first" / "checkpoints").glob("iter*.ckpt"))
-    assert [p.name for p in ckpts] == [f"iter{k}.ckpt", f"iter{2 * k}.ckpt"]  # one per iteration
+    ckpts = sorted((tmp_path / "first" / "checkpoints").glob("step*.ckpt"))
+    assert [p.name for p in ckpts] == [f"step{k}.ckpt", f"step{2 * k}.ckpt"]  # one per iteration
     state = torch.load(ckpts[0], map_location="cpu", weights_only=True)  # loads without pickle
     assert state["global_step"] == k
     assert "optimizer_states" in state and "lr_schedulers" in state
