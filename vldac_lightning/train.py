@@ -99,14 +99,9 @@ def main(cfg: DictConfig) -> float | None:
 
 def cli() -> None:
     """Console entry point: friendly group-choice errors, then Hydra."""
-    import sys
+    from vldac_lightning.utils.choices import run_cli
 
-    from vldac_lightning.utils.choices import check_group_overrides
-
-    error = check_group_overrides(sys.argv[1:])
-    if error:
-        sys.exit(error)
-    main()
+    run_cli(main)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ We check group overrides on the command line against the files under ``conf/`` f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -35,3 +36,11 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str
                 continue
             return (f"Unknown {key}={choice!r}. Valid choices for '{key}': {', '.join(choices)}")
     return None
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Console entry point: friendly group-choice errors first, then the Hydra ``main``."""
+    error = check_group_overrides(sys.argv[1:])
+    if error:
+        sys.exit(error)
+    main()
