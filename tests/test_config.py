@@ -125,3 +125,30 @@ def test_known_choices_and_value_overrides_pass_the_group_check() -> None:
 
     assert check_group_overrides(["env=gym_cards/ezpoints", "model=tiny", "algo.kl_beta=0.1", "-m",
                                   "debug=smoke", "experiment=null"]) is None
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_config_composes_and_validates(compose_train_cfg: Compose, name: str) -> None:
+    cfg = compose_train_cfg([f"experiment={name}"])
+    validate_config(cfg)
+    OmegaConf.to_container(cfg, resolve=True)
+    assert cfg.run_name == name
+
+
+def test_paper_experiment_keeps_table_6(compose_train_cfg: Compose) -> None:
+    cfg = compose_train_cfg(["experiment=paper_ezpoints_qwen2vl_7b"])
+    assert cfg.env.id == "gym_cards/EZPoints-v0" and cfg.model.source == "pretrained"
+    assert cfg.model.name_or_path == "Qwen/Qwen2-VL-7B-Instruct" and cfg.model.dtype == "bfloat16"
+    assert (cfg.algo.gamma, cfg.algo.gae_lambda, cfg.algo.kl_beta, cfg.algo.value_coef) == (1.0, 1.0, 0.05, 0.15)
+    assert (cfg.algo.total_env_steps, cfg.algo.grad_accum_steps, cfg.algo.ppo_epochs) == (51200, 128, 2)
+    assert (cfg.optimizer.lr, cfg.optimizer.min_lr) == (5e-05, 1e-07)
+
+
+def test_kl_sweep_sets_the_basic_sweeper_params() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "vldac_lightning.train", "hparams_search=kl_beta", "--cfg", "hydra",
+                          "-p", "hydra.sweeper"], capture_output=True, text=True, timeout=120, cwd=CONF.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "algo.kl_beta: 0.05,0.15" in out.stdout
