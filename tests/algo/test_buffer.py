@@ -1,5 +1,7 @@
 """Rollout container: flat index order and minibatch sampling."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -93,25 +95,8 @@ def test_minibatch_size_must_divide_rollout():
 
 def test_rollout_validates_shapes():
     good = make_rollout()
+    # dataclasses.replace re-runs __init__, so __post_init__ validates the modified copy.
     with pytest.raises(ValueError, match="steps has 5 records"):
-        Rollout(
-            rewards=good.rewards,
-            terminated=good.terminated,
-            truncated=good.truncated,
-            values=good.values,
-            next_values=good.next_values,
-            old_logprobs=good.old_logprobs,
-            response_mask=good.response_mask,
-            steps=good.steps[:5],
-        )
+        dataclasses.replace(good, steps=good.steps[:5])
     with pytest.raises(ValueError, match="response_mask"):
-        Rollout(
-            rewards=good.rewards,
-            terminated=good.terminated,
-            truncated=good.truncated,
-            values=good.values,
-            next_values=good.next_values,
-            old_logprobs=good.old_logprobs,
-            response_mask=torch.ones(T * N, R + 1),
-            steps=good.steps,
-        )
+        dataclasses.replace(good, response_mask=torch.ones(T * N, R + 1))
