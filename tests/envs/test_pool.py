@@ -11,6 +11,7 @@ import psutil
 import pytest
 
 from vldac_lightning.envs import EnvPool, eval_seeds, make_language_env, train_seeds
+from vldac_lightning.envs.pool import episode_seed
 
 NUMBERLINE = "gym_cards/NumberLine-v0"
 
@@ -96,7 +97,7 @@ def test_async_pool_episodes_and_stats() -> None:
                 assert ep.parse_failures == running_fail[i]
                 assert ep.invalid_actions >= ep.parse_failures
                 assert ep.success == info["success"] == (ep.episode_return > 0)
-                assert ep.seed == seeds[i]
+                assert ep.seed == episode_seed(seeds[i], ep.episode_index)
                 assert out.final_obs[i] is not None and out.final_obs[i]["images"].shape == (1, 300, 300, 3)
                 # SAME_STEP: the returned observation already belongs to the next episode.
                 # (A terminated NumberLine shows current == target, a fresh deal never does.)

@@ -137,21 +137,26 @@ def value_loss(
     returns: torch.Tensor,  # [B] R̂_t = Â_t + V_old(s_t)
     old_values: torch.Tensor | None = None,  # [B] V_old(s_t) from the rollout
     clip_eps: float | None = None,
+    step_mask: torch.Tensor | None = None,  # [B] bool, steps that count (None: all)
 ) -> torch.Tensor:  # []
     """``½ mean_t (V − R̂)²`` (SPEC §2).
 
     With ``clip_eps`` the PPO-style clipped variant: the new value may move at most ``clip_eps``
     from the rollout's value before the loss stops rewarding it, and the worse of the two errors
-    counts: ``½ mean max((V − R̂)², (V_old + clip(V − V_old, −c, c) − R̂)²)``.
+    counts: ``½ mean max((V − R̂)², (V_old + clip(V − V_old, −c, c) − R̂)²)``. ``step_mask`` leaves
+    steps out of the mean (episodes lost to a crashed env worker); none left gives a graph-attached 0.
     """
-    unclipped = (values - returns) ** 2  # [B]
-    if clip_eps is None:
-        return 0.5 * unclipped.mean()
-    if old_values is None:
-        raise ValueError("value_loss: the clipped variant (clip_eps given) needs old_values")
-    values_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)  # [B]
-    clipped = (values_clipped - returns) ** 2  # [B]
-    return 0.5 * torch.max(unclipped, clipped).mean()
+    err = (values - returns) ** 2  # [B]
+    if clip_eps is not None:
+        if old_values is None:
+            raise ValueError("value_loss: the clipped variant (clip_eps given) needs old_values")
+        values_clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)  # [B]
+        err = torch.max(err, (values_clipped - returns) ** 2)
+    if step_mask is None:
+        return 0.5 * err.mean()
+    step_mask = step_mask.bool()
+    err = torch.where(step_mask, err, torch.zeros_like(err))  # garbage on dropped steps stays out
+    return 0.5 * err.sum() / step_mask.sum().clamp(min=1)
 
 
 def rl4vlm_step_logprob(
@@ -208,6 +213,7 @@ def vldac_loss(
     value_clip_eps: float | None = None,
     entropy: torch.Tensor | None = None,  # [B, T] per-token entropy of π_θ
     entropy_coef: float = 0.0,
+    step_mask: torch.Tensor | None = None,  # [B] bool, steps that count (None: all)
 ) -> tuple[torch.Tensor, LossStats]:
     """Total VL-DAC objective ``L = L_π + β·L_KL + α·L_V`` (SPEC §2).
 
@@ -216,11 +222,14 @@ def vldac_loss(
     gradient can reach the policy through them.
 
     The optional entropy bonus ``−entropy_coef · H`` defaults to off (the paper has none).
+    ``step_mask`` drops whole steps from every term (their tokens leave the token mask).
     """
     if entropy_coef != 0.0 and entropy is None:
         raise ValueError("vldac_loss: entropy_coef != 0 needs the per-token entropy")
+    if step_mask is not None:
+        mask = mask.bool() & step_mask.bool()[:, None]
 
-    l_value = value_loss(values, returns, old_values=old_values, clip_eps=value_clip_eps)
+    l_value = value_loss(values, returns, old_values=old_values, clip_eps=value_clip_eps, step_mask=step_mask)
     with torch.set_grad_enabled(torch.is_grad_enabled() and not policy_frozen):
         l_policy, policy_stats = token_policy_loss(logprobs, old_logprobs, advantages, mask, clip_eps)
         l_kl = k3_kl(logprobs, ref_logprobs, mask)

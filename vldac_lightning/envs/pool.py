@@ -1,16 +1,36 @@
-"""``EnvPool``: N copies of a language env, stepped together, with per-episode statistics."""
+"""``EnvPool``: N copies of a language env, stepped together, self-healing, resumable.
+
+Each copy lives in a *worker*: its own subprocess (``mode="async"``, a one-env gymnasium
+``AsyncVectorEnv``, so a crash or hang takes down one copy, never the pool) or the main process
+(``mode="sync"``). The pool resets finished episodes itself, each with an explicit seed derived
+from (copy seed, episode index) — gymnasium's SAME_STEP semantics, but every episode is
+reproducible from two integers. Together with the log of the texts sent since the episode began,
+that makes the pool's state a few integers and strings: :meth:`state_dict` /
+:meth:`load_state_dict` restore it exactly by replay, which is what exact resume needs.
+
+A worker that dies (killed, segfault, exception) or does not answer within ``step_timeout_s`` is
+replaced by a fresh one on a new episode. Its unfinished episode is dropped (``PoolStep.dropped``;
+the rollout masks it out of the loss) and counted (``restarts``, ``dropped_episodes``). A copy that
+fails ``max_restarts`` times in a row stops the run with :class:`EnvPoolError` naming the env and
+the last error.
+"""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
-__all__ = ["EnvPool", "EpisodeStats", "PoolStep", "eval_seeds", "train_seeds"]
+__all__ = ["EnvPool", "EnvPoolError", "EpisodeStats", "PoolStep", "episode_seed", "eval_seeds", "train_seeds"]
+
+log = logging.getLogger(__name__)
 
 _SEEDS_PER_BASE = 10_000
 _EVAL_OFFSET = 1_000_000_000  # train seeds live in [0, 1e9), eval seeds in [1e9, 2e9)
@@ -37,13 +57,30 @@ def eval_seeds(base_seed: int, n: int) -> list[int]:
     return _seed_range(_EVAL_OFFSET, base_seed, n)
 
 
+def episode_seed(copy_seed: int, episode_index: int) -> int:
+    """The reset seed of a copy's ``episode_index``-th episode (the first one uses the copy seed).
+
+    Later seeds are hashed from both numbers and stay in the copy seed's half of the seed space,
+    so training episodes never replay an evaluation seed's deal.
+    """
+    if episode_index == 0:
+        return int(copy_seed)
+    offset = _EVAL_OFFSET if copy_seed >= _EVAL_OFFSET else 0
+    digest = np.random.SeedSequence([int(copy_seed), int(episode_index)]).generate_state(1, np.uint64)[0]
+    return offset + int(digest % _EVAL_OFFSET)
+
+
+class EnvPoolError(RuntimeError):
+    """A copy kept failing after restarts (or the pool was misused)."""
+
+
 @dataclass(frozen=True)
 class EpisodeStats:
     """One finished episode of one env copy."""
 
     env_index: int
-    seed: int | None  # the seed this copy was last reset with (None: never seeded)
-    episode_index: int  # episodes this copy finished since that reset: (seed, episode_index) is reproducible
+    seed: int | None  # this episode's reset seed: episode_seed(copy seed, episode_index)
+    episode_index: int  # episodes this copy has begun since the pool's last reset()
     episode_return: float
     length: int
     success: bool
@@ -63,6 +100,9 @@ class PoolStep:
     infos: list[dict[str, Any]]  # for ended envs: the final info of the finished episode
     final_obs: list[dict[str, Any] | None]  # last observation of the finished episode, else None
     episodes: list[EpisodeStats]  # episodes finished at this step
+    # [N] bool: the copy's worker failed at this step; its unfinished episode is dropped (no
+    # EpisodeStats, reward 0) and obs[i] starts a fresh episode.
+    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
 
     @property
     def done(self) -> np.ndarray:
@@ -90,18 +130,111 @@ def _unbatch_info(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
+def _unbatch_obs(obs: Mapping[str, Any]) -> dict[str, Any]:
+    return {"images": obs["images"][0], "num_images": int(obs["num_images"][0]), "text": str(obs["text"][0])}
+
+
+# ----------------------------------------------------------------------------------- workers
+class _InProcessWorker:
+    """One copy in this process. Exceptions are caught like a crash; hangs cannot be timed out."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env]) -> None:
+        self.env = env_fn()
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self.pid: int | None = None
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        self._result, self._error = None, None
+        try:
+            self._result = fn()
+        except Exception as error:  # noqa: BLE001 - any env failure is a worker failure
+            self._error = error
+
+    def _take(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def send_reset(self, seed: int) -> None:
+        self._run(lambda: self.env.reset(seed=int(seed)))
+
+    def recv_reset(self, timeout: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        obs, info = self._take()
+        return obs, dict(info)
+
+    def send_step(self, text: str) -> None:
+        self._run(lambda: self.env.step(text))
+
+    def recv_step(self, timeout: float | None) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self._take()
+        return obs, float(reward), bool(terminated), bool(truncated), dict(info)
+
+    def call(self, name: str) -> Any:
+        attr = getattr(self.env, name)
+        return attr() if callable(attr) else attr
+
+    def kill(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.env.close()
+        except Exception:  # noqa: BLE001 - closing a broken env must not mask the original error
+            pass
+
+
+class _ProcessWorker:
+    """One copy in its own subprocess: a one-env ``AsyncVectorEnv`` with autoreset disabled."""
+
+    def __init__(self, env_fn: Callable[[], gym.Env], context: str) -> None:
+        self.vec = AsyncVectorEnv([env_fn], shared_memory=False, context=context,
+                                  autoreset_mode=AutoresetMode.DISABLED)
+        self.pid: int | None = self.vec.processes[0].pid
+
+    def send_reset(self, seed: int) -> None:
+        self.vec.reset_async(seed=[int(seed)])
+
+    def recv_reset(self, timeout: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        obs, info = self.vec.reset_wait(timeout=timeout)
+        return _unbatch_obs(obs), _unbatch_info(info, 0)
+
+    def send_step(self, text: str) -> None:
+        self.vec.step_async((str(text),))
+
+    def recv_step(self, timeout: float | None) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        obs, rewards, terminated, truncated, info = self.vec.step_wait(timeout=timeout)
+        return _unbatch_obs(obs), float(rewards[0]), bool(terminated[0]), bool(truncated[0]), _unbatch_info(info, 0)
+
+    def call(self, name: str) -> Any:
+        return self.vec.call(name)[0]
+
+    def kill(self) -> None:
+        try:
+            self.vec.close(terminate=True)
+        except Exception:  # noqa: BLE001 - the process may already be gone
+            pass
+        process = self.vec.processes[0]
+        if process.is_alive():  # a worker stuck in C code can ignore SIGTERM
+            process.kill()
+            process.join(5)
+
+    def close(self) -> None:
+        try:
+            self.vec.close(timeout=10)
+        except Exception:  # noqa: BLE001
+            self.kill()
+
+
+# ----------------------------------------------------------------------------------- the pool
 class EnvPool:
     """N env copies in subprocesses (``mode="async"``) or in-process (``mode="sync"``).
 
-    Built on gymnasium's vector API with ``autoreset_mode=AutoresetMode.SAME_STEP``, chosen
-    explicitly (gymnasium's default, NEXT_STEP, wastes a step that ignores its action): on the step
-    that ends an episode, the returned observation is already the next episode's first observation
-    and the finished episode's last observation is in ``PoolStep.final_obs`` (its info in
-    ``PoolStep.infos``); the rollout uses it to bootstrap truncated episodes. Auto-resets pass no
-    seed, so a copy's later episodes continue its RNG stream from the last seeded reset.
-
-    Async mode uses ``shared_memory=False`` (text observations cannot live in shared memory) and the
-    ``spawn`` context by default (fork is unsafe once torch/OpenGL threads exist).
+    Autoreset semantics are gymnasium's SAME_STEP, implemented here: on the step that ends an
+    episode the returned observation is already the next episode's first one, and the finished
+    episode's last observation is in ``PoolStep.final_obs`` (its info in ``PoolStep.infos``) so the
+    rollout can bootstrap truncated episodes. Async workers use ``spawn`` by default (fork is
+    unsafe once torch/OpenGL threads exist) and no shared memory (text observations).
     """
 
     def __init__(
@@ -111,25 +244,46 @@ class EnvPool:
         mode: str = "async",
         seeds: Sequence[int],
         context: str = "spawn",
+        name: str = "env",
+        step_timeout_s: float | None = 60.0,
+        reset_timeout_s: float | None = 300.0,
+        max_restarts: int = 3,
     ) -> None:
         if not env_fns:
             raise ValueError("EnvPool needs at least one env_fn")
         if mode not in ("async", "sync"):
             raise ValueError(f"mode={mode!r} is not valid; choose one of ['async', 'sync']")
+        if max_restarts < 0:
+            raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         self.seeds = self._check_seeds(seeds, len(env_fns))
         self.mode = mode
-        if mode == "async":
-            self.vec: gym.vector.VectorEnv = AsyncVectorEnv(
-                list(env_fns), shared_memory=False, context=context, autoreset_mode=AutoresetMode.SAME_STEP
-            )
-        else:
-            self.vec = SyncVectorEnv(list(env_fns), autoreset_mode=AutoresetMode.SAME_STEP)
+        self.name = name
+        self.context = context
+        self.step_timeout_s = step_timeout_s
+        self.reset_timeout_s = reset_timeout_s
+        self.max_restarts = int(max_restarts)
         self.num_envs = len(env_fns)
+        self._env_fns = list(env_fns)
         self._closed = False
         self._action_names: tuple[str, ...] | None = None
-        self._episode_seeds: list[int | None] = [None] * self.num_envs
+        self._workers: list[_InProcessWorker | _ProcessWorker] = []
+        try:
+            for fn in self._env_fns:
+                self._workers.append(self._spawn(fn))
+        except Exception:
+            self.close()
+            raise
+        self.restarts = 0  # workers replaced over the pool's life
+        self.dropped_episodes = 0  # unfinished episodes lost with them
+        self._failures_in_row = [0] * self.num_envs
+        self._copy_seeds = list(self.seeds)
         self._episode_index = [0] * self.num_envs
+        self._actions: list[list[str]] = [[] for _ in range(self.num_envs)]
+        self._started = False
         self._zero_counters()
+
+    def _spawn(self, fn: Callable[[], gym.Env]) -> _InProcessWorker | _ProcessWorker:
+        return _ProcessWorker(fn, self.context) if self.mode == "async" else _InProcessWorker(fn)
 
     @staticmethod
     def _check_seeds(seeds: Sequence[int], n: int) -> list[int]:
@@ -147,84 +301,164 @@ class EnvPool:
         self._parse_failures = np.zeros(n, np.int64)
         self._invalid = np.zeros(n, np.int64)
 
+    def _zero_copy(self, i: int) -> None:
+        self._returns[i] = 0.0
+        self._lengths[i] = self._parse_failures[i] = self._invalid[i] = 0
+        self._actions[i] = []
+
+    def _account(self, i: int, reward: float, info: Mapping[str, Any]) -> None:
+        self._returns[i] += float(reward)
+        self._lengths[i] += 1
+        self._parse_failures[i] += not info.get("parse_ok", True)
+        self._invalid[i] += not info.get("action_valid", True)
+
     # --- API -------------------------------------------------------------------------------
     @property
     def action_names(self) -> tuple[str, ...]:
         if self._action_names is None:
-            self._action_names = tuple(self.vec.get_attr("action_names")[0])
+            self._action_names = tuple(self._workers[0].call("action_names"))
         return self._action_names
+
+    @property
+    def pids(self) -> list[int | None]:
+        """Worker process ids (None in sync mode)."""
+        return [w.pid for w in self._workers]
 
     def reset(self, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """Reset every copy with ``seeds`` (default: the pool's seeds) and zero the statistics."""
+        self._check_open()
         seeds = self.seeds if seeds is None else self._check_seeds(seeds, self.num_envs)
-        obs, _ = self.vec.reset(seed=list(seeds))
-        self._episode_seeds = list(seeds)
+        self._copy_seeds = list(seeds)
         self._episode_index = [0] * self.num_envs
         self._zero_counters()
-        return self._split_obs(obs)
+        self._actions = [[] for _ in range(self.num_envs)]
+        self._started = True
+        return [self._reset_copies(list(range(self.num_envs)))[i] for i in range(self.num_envs)]
 
     def step(self, texts: Sequence[str]) -> PoolStep:
-        """Step every copy with its generated text."""
+        """Step every copy with its generated text (failed workers are replaced, see the module doc)."""
+        self._check_open()
+        if not self._started:
+            raise EnvPoolError("call reset() (or load_state_dict()) before step()")
         if len(texts) != self.num_envs:
             raise ValueError(f"need one text per env: got {len(texts)} for {self.num_envs} envs")
-        obs, rewards, terminated, truncated, infos = self.vec.step(tuple(str(t) for t in texts))
-        rewards = np.asarray(rewards, np.float32)
-        terminated = np.asarray(terminated, bool)
-        truncated = np.asarray(truncated, bool)
-        done = terminated | truncated
-        final_mask = infos.get("_final_info", np.zeros(self.num_envs, bool))
-        final_infos = infos.get("final_info", {})
-        final_obs_arr = infos.get("final_obs")
-
-        step_infos: list[dict[str, Any]] = []
-        final_obs: list[dict[str, Any] | None] = [None] * self.num_envs
-        episodes: list[EpisodeStats] = []
-        for i in range(self.num_envs):
-            info = _unbatch_info(final_infos, i) if final_mask[i] else _unbatch_info(infos, i)
-            step_infos.append(info)
-            self._returns[i] += float(rewards[i])
-            self._lengths[i] += 1
-            self._parse_failures[i] += not info.get("parse_ok", True)
-            self._invalid[i] += not info.get("action_valid", True)
-            if not done[i]:
+        texts = [str(t) for t in texts]
+        errors: dict[int, BaseException] = {}
+        for i, worker in enumerate(self._workers):
+            try:
+                worker.send_step(texts[i])
+            except Exception as error:  # noqa: BLE001 - a dead pipe is a dead worker
+                errors[i] = error
+        results: list[Any] = [None] * self.num_envs
+        deadline = None if self.step_timeout_s is None else time.monotonic() + self.step_timeout_s
+        for i, worker in enumerate(self._workers):
+            if i in errors:
                 continue
-            last = final_obs_arr[i] if final_obs_arr is not None else None
-            if last is not None:
-                final_obs[i] = _obs_item(last["images"], last["num_images"], last["text"])
-            episodes.append(
-                EpisodeStats(
-                    env_index=i,
-                    seed=self._episode_seeds[i],
-                    episode_index=self._episode_index[i],
-                    episode_return=float(self._returns[i]),
-                    length=int(self._lengths[i]),
-                    success=bool(info.get("success", self._returns[i] > 0)),
-                    parse_failures=int(self._parse_failures[i]),
-                    invalid_actions=int(self._invalid[i]),
-                )
-            )
+            try:
+                results[i] = worker.recv_step(self._remaining(deadline))
+            except Exception as error:  # noqa: BLE001 - crash, hang (TimeoutError) or env exception
+                errors[i] = error
+
+        n = self.num_envs
+        obs: list[dict[str, Any] | None] = [None] * n
+        rewards = np.zeros(n, np.float32)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        dropped = np.zeros(n, bool)
+        step_infos: list[dict[str, Any]] = [{} for _ in range(n)]
+        final_obs: list[dict[str, Any] | None] = [None] * n
+        episodes: list[EpisodeStats] = []
+        ended: list[int] = []
+        for i in range(n):
+            if i in errors:
+                continue
+            o, reward, term, trunc, info = results[i]
+            self._failures_in_row[i] = 0
+            self._actions[i].append(texts[i])
+            self._account(i, reward, info)
+            rewards[i], terminated[i], truncated[i], step_infos[i] = reward, term, trunc, info
+            item = _obs_item(o["images"], o["num_images"], o["text"])
+            if not (term or trunc):
+                obs[i] = item
+                continue
+            final_obs[i] = item
+            episodes.append(EpisodeStats(
+                env_index=i, seed=episode_seed(self._copy_seeds[i], self._episode_index[i]),
+                episode_index=self._episode_index[i], episode_return=float(self._returns[i]),
+                length=int(self._lengths[i]), success=bool(info.get("success", self._returns[i] > 0)),
+                parse_failures=int(self._parse_failures[i]), invalid_actions=int(self._invalid[i]),
+            ))
+            ended.append(i)
+        for i, error in errors.items():
+            dropped[i] = True
+            self.dropped_episodes += 1
+            self._restart(i, error)
+            ended.append(i)
+        # Next episodes of the copies that ended (or were replaced), reset together.
+        for i in ended:
             self._episode_index[i] += 1
-            self._returns[i] = 0.0
-            self._lengths[i] = self._parse_failures[i] = self._invalid[i] = 0
-        return PoolStep(
-            obs=self._split_obs(obs),
-            rewards=rewards,
-            terminated=terminated,
-            truncated=truncated,
-            infos=step_infos,
-            final_obs=final_obs,
-            episodes=episodes,
-        )
+        for i, item in self._reset_copies(sorted(ended)).items():
+            obs[i] = item
+        return PoolStep(obs=obs, rewards=rewards, terminated=terminated, truncated=truncated,  # type: ignore[arg-type]
+                        infos=step_infos, final_obs=final_obs, episodes=episodes, dropped=dropped)
 
     def call_oracle_texts(self) -> list[str | None]:
         """Each copy's oracle answer for its current state (None where there is none)."""
-        return list(self.vec.call("oracle_text"))
+        return [w.call("oracle_text") for w in self._workers]
 
+    # --- resume ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Integers and strings that :meth:`load_state_dict` turns back into this exact state."""
+        return {
+            "num_envs": self.num_envs,
+            "copy_seeds": list(self._copy_seeds),
+            "episode_index": list(self._episode_index),
+            "actions": [list(a) for a in self._actions],
+            "restarts": self.restarts,
+            "dropped_episodes": self.dropped_episodes,
+            "started": self._started,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+        """Restore a :meth:`state_dict`: reset each copy to its episode's seed and replay the texts
+        it received since (envs are deterministic given the seed). Returns the current observations
+        (None if the saved pool had never been reset)."""
+        self._check_open()
+        if int(state["num_envs"]) != self.num_envs:
+            raise EnvPoolError(f"saved pool has {state['num_envs']} envs, this one {self.num_envs}; "
+                               "resume with the same env.num_envs")
+        self._copy_seeds = [int(s) for s in state["copy_seeds"]]
+        self._episode_index = [int(j) for j in state["episode_index"]]
+        self.restarts = int(state.get("restarts", 0))
+        self.dropped_episodes = int(state.get("dropped_episodes", 0))
+        self._zero_counters()
+        if not state.get("started", True):
+            self._started = False
+            return None
+        self._started = True
+        actions = [[str(a) for a in copy] for copy in state["actions"]]
+        current = self._reset_copies(list(range(self.num_envs)))
+        for j in range(max((len(a) for a in actions), default=0)):
+            copies = [i for i in range(self.num_envs) if len(actions[i]) > j]
+            for i in copies:
+                self._workers[i].send_step(actions[i][j])
+            for i in copies:
+                o, reward, term, trunc, info = self._workers[i].recv_step(self.step_timeout_s)
+                if term or trunc:
+                    raise EnvPoolError(f"{self.name}: replaying copy {i} ended its episode early; "
+                                       "the env is not deterministic given its seed, so it cannot resume exactly")
+                self._account(i, reward, info)
+                self._actions[i].append(actions[i][j])
+                current[i] = _obs_item(o["images"], o["num_images"], o["text"])
+        return [current[i] for i in range(self.num_envs)]
+
+    # --- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
         """Close every copy; in async mode, join the worker processes. Idempotent."""
         if not self._closed:
             self._closed = True
-            self.vec.close()
+            for worker in self._workers:
+                worker.close()
 
     def __enter__(self) -> EnvPool:
         return self
@@ -233,6 +467,52 @@ class EnvPool:
         self.close()
 
     # --- helpers ---------------------------------------------------------------------------
-    def _split_obs(self, obs: Mapping[str, Any]) -> list[dict[str, Any]]:
-        images, counts, texts = obs["images"], obs["num_images"], obs["text"]
-        return [_obs_item(images[i], counts[i], texts[i]) for i in range(self.num_envs)]
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EnvPoolError(f"{self.name}: the pool is closed")
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        return None if deadline is None else max(deadline - time.monotonic(), 0.001)
+
+    def _reset_copies(self, copies: list[int]) -> dict[int, dict[str, Any]]:
+        """Reset ``copies`` to their current episode's seed (workers that fail are replaced)."""
+        for i in copies:
+            self._zero_copy(i)
+        pending = list(copies)
+        out: dict[int, dict[str, Any]] = {}
+        while pending:
+            errors: dict[int, BaseException] = {}
+            for i in pending:
+                try:
+                    self._workers[i].send_reset(episode_seed(self._copy_seeds[i], self._episode_index[i]))
+                except Exception as error:  # noqa: BLE001
+                    errors[i] = error
+            deadline = None if self.reset_timeout_s is None else time.monotonic() + self.reset_timeout_s
+            for i in pending:
+                if i in errors:
+                    continue
+                try:
+                    o, _ = self._workers[i].recv_reset(self._remaining(deadline))
+                    out[i] = _obs_item(o["images"], o["num_images"], o["text"])
+                except Exception as error:  # noqa: BLE001
+                    errors[i] = error
+            for i, error in errors.items():
+                self._restart(i, error)  # a fresh worker; the reset is retried with the same seed
+            pending = sorted(errors)
+        return out
+
+    def _restart(self, i: int, error: BaseException) -> None:
+        """Replace copy ``i``'s worker, or stop if it keeps failing."""
+        self._failures_in_row[i] += 1
+        self.restarts += 1
+        reason = "no answer within the timeout" if isinstance(error, multiprocessing.TimeoutError) else repr(error)
+        if self._failures_in_row[i] > self.max_restarts:
+            self.close()
+            raise EnvPoolError(
+                f"{self.name}: env copy {i} failed {self._failures_in_row[i]} times in a row "
+                f"(limit: max_restarts={self.max_restarts}); last error: {reason}") from error
+        log.warning("%s: env copy %d failed (%s); restarting its worker (restart %d, %d in a row)",
+                    self.name, i, reason, self.restarts, self._failures_in_row[i])
+        self._workers[i].kill()
+        self._workers[i] = self._spawn(self._env_fns[i])

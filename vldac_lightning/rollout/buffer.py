@@ -19,7 +19,7 @@ import torch
 __all__ = ["Minibatch", "Rollout"]
 
 # [T, N] fields, the ones ``Rollout.flat`` can flatten.
-_TIME_MAJOR_FIELDS = ("rewards", "terminated", "truncated", "values", "next_values")
+_TIME_MAJOR_FIELDS = ("rewards", "terminated", "truncated", "values", "next_values", "valid")
 
 
 class Minibatch(NamedTuple):
@@ -37,6 +37,7 @@ class Minibatch(NamedTuple):
     old_values: torch.Tensor  # [B] V_old(s_t), for the clipped value loss and diagnostics
     advantages: torch.Tensor  # [B] Â_t
     returns: torch.Tensor  # [B] R̂_t
+    valid: torch.Tensor | None = None  # [B] bool, False on steps dropped with a failed env worker
 
 
 @dataclass
@@ -53,12 +54,15 @@ class Rollout:
     steps: list[Any]  # [T*N] opaque per-step model records, index t * N + n
     ref_logprobs: torch.Tensor | None = None  # [T*N, R] log π_ref; None when KL uses π_old or β = 0
     action_mask: torch.Tensor | None = None  # [T*N, R] action span, only the RL4VLM baseline needs it
+    valid: torch.Tensor | None = None  # [T, N] bool, False on steps of episodes lost to a worker crash
 
     def __post_init__(self) -> None:
         shape = tuple(self.rewards.shape)
         if len(shape) != 2:
             raise ValueError(f"Rollout.rewards must be [T, N], got {shape}")
         for name in _TIME_MAJOR_FIELDS:
+            if getattr(self, name) is None:
+                continue
             if tuple(getattr(self, name).shape) != shape:
                 raise ValueError(
                     f"Rollout.{name} has shape {tuple(getattr(self, name).shape)}, expected {shape}"
@@ -115,6 +119,7 @@ class Rollout:
                     f"Rollout.minibatches: {name} has {tensor.numel()} entries, expected {num_steps}"
                 )
         old_values = self.flat("values")
+        valid = self.flat("valid") if self.valid is not None else None
 
         def gather(tensor: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
             return None if tensor is None else tensor[index.to(tensor.device)]
@@ -132,4 +137,5 @@ class Rollout:
                 old_values=gather(old_values, index),
                 advantages=gather(advantages, index),
                 returns=gather(returns, index),
+                valid=gather(valid, index),
             )

@@ -37,6 +37,8 @@ class RolloutStats:
     generated_tokens: int = 0
     seconds: float = 0.0
     generate_seconds: float = 0.0
+    dropped_episodes: int = 0  # unfinished episodes lost to a failed env worker (masked out)
+    env_restarts: int = 0  # the pool's worker restarts so far (cumulative over the run)
     sample: tuple[dict[str, Any], str] | None = None  # (observation, generated text) of env 0
 
     def metrics(self, prefix: str = "rollout") -> dict[str, float]:
@@ -45,6 +47,8 @@ class RolloutStats:
             f"{prefix}/invalid_action_rate": self.invalid_actions / max(self.steps, 1),
             f"{prefix}/env_steps_per_s": self.steps / max(self.seconds, 1e-9),
             f"{prefix}/tokens_per_s": self.generated_tokens / max(self.generate_seconds, 1e-9),
+            f"{prefix}/env_restarts": float(self.env_restarts),
+            f"{prefix}/dropped_episodes": float(self.dropped_episodes),
         }
         if self.episodes:
             out[f"{prefix}/episode_return"] = float(np.mean([e.episode_return for e in self.episodes]))
@@ -86,6 +90,9 @@ class RolloutCollector:
         truncated = torch.zeros(T, N, dtype=torch.bool)
         values = torch.zeros(T, N)
         next_values = torch.zeros(T, N)
+        valid = torch.ones(T, N, dtype=torch.bool)
+        # Per env: the rollout step where its current episode began (for dropping it on a crash).
+        episode_start = [0] * N
         records: list[StepRecord] = []
         logprobs, ref_logprobs, masks = [], [], []
         stats = RolloutStats()
@@ -111,6 +118,15 @@ class RolloutCollector:
             if cut:
                 next_values[t, cut] = self.policy.value([result.final_obs[i] for i in cut]).cpu()
             stats.episodes.extend(result.episodes)
+            dropped = result.dropped if len(result.dropped) else np.zeros(N, bool)
+            for n in np.flatnonzero(dropped).tolist():
+                # The worker died mid-episode: that episode's steps in this rollout leave the loss,
+                # and the cut stops GAE from crossing into the fresh episode.
+                valid[episode_start[n] : t + 1, n] = False
+                terminated[t, n] = True
+                stats.dropped_episodes += 1
+            for n in np.flatnonzero(result.done | dropped).tolist():
+                episode_start[n] = t + 1
             stats.steps += N
             _count_failures(stats, result.infos)
             if t == T - 1:
@@ -124,6 +140,7 @@ class RolloutCollector:
         last = self.policy.value(self.obs).cpu()
         next_values[-1] = torch.where(truncated[-1], next_values[-1], last)
         stats.seconds = time.perf_counter() - start
+        stats.env_restarts = int(getattr(self.pool, "restarts", 0))
         R = max(m.shape[1] for m in masks)
 
         def pad(xs: list[torch.Tensor], value: float = 0.0) -> torch.Tensor:
@@ -132,7 +149,7 @@ class RolloutCollector:
         rollout = Rollout(
             rewards=rewards, terminated=terminated, truncated=truncated, values=values, next_values=next_values,
             old_logprobs=pad(logprobs), response_mask=pad([m.float() for m in masks]).bool(), steps=records,
-            ref_logprobs=pad(ref_logprobs),
+            ref_logprobs=pad(ref_logprobs), valid=None if bool(valid.all()) else valid,
         )
         return rollout, stats
 
