@@ -16,12 +16,14 @@ from omegaconf import DictConfig
 log = logging.getLogger(__name__)
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
+def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
+    """The ``logger`` group's loggers; ``run_id`` reopens that MLflow run (exact resume)."""
     loggers = []
     for _name, logger_cfg in (cfg.get("logger") or {}).items():
         if logger_cfg is not None and "_target_" in logger_cfg:
             log.info("Instantiating logger <%s>", logger_cfg._target_)
-            loggers.append(hydra.utils.instantiate(logger_cfg))
+            extra = {"run_id": run_id} if run_id and str(logger_cfg._target_).endswith("MLFlowLogger") else {}
+            loggers.append(hydra.utils.instantiate(logger_cfg, **extra))
     return loggers
 
 
@@ -53,6 +55,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     from vldac_lightning.data.datamodule import RolloutDataModule
     from vldac_lightning.models.module import ActorCriticModule
+    from vldac_lightning.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint
     from vldac_lightning.utils.logging_utils import find_last_checkpoint, log_hyperparameters
 
     if cfg.get("torch_threads"):
@@ -67,16 +70,26 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                                num_iterations=datamodule.num_iterations)
     datamodule.attach(module)
     callbacks = build_callbacks(cfg, k)
-    loggers = build_loggers(cfg)
-    log.info("Instantiating trainer <%s>", cfg.trainer._target_)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    log_hyperparameters(cfg, loggers, {"derived.iterations": datamodule.num_iterations,
-                                       "derived.optimizer_steps_per_iteration": k})
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":
         ckpt_path = find_last_checkpoint(cfg.paths.log_dir)
+    run_id = None
+    if ckpt_path:
         log.info("Resuming from %s", ckpt_path)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        run_id = load_checkpoint(ckpt_path).get("mlflow_run_id")
+    loggers = build_loggers(cfg, run_id=run_id)
+    log.info("Instantiating trainer <%s>", cfg.trainer._target_)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                      plugins=[AtomicCheckpointIO()])
+    if run_id is None:
+        log_hyperparameters(cfg, loggers, {"derived.iterations": datamodule.num_iterations,
+                                           "derived.optimizer_steps_per_iteration": k})
+    else:
+        # The same MLflow run continues; its params are immutable, so only note the resume.
+        for logger in loggers:
+            if hasattr(logger, "experiment") and hasattr(logger.experiment, "set_tag"):
+                logger.experiment.set_tag(logger.run_id, "resumed_from", str(ckpt_path))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
 
     from vldac_lightning.callbacks import PeriodicEvaluation
 

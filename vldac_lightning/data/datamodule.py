@@ -22,6 +22,7 @@ from vldac_lightning.envs.factory import LanguageEnvThunk
 from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
 from vldac_lightning.rollout.buffer import Minibatch
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
+from vldac_lightning.utils.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.last_rollout_stats: RolloutStats | None = None
         self._minibatches: list[Minibatch] | None = None
         self._iteration = -1
+        self._resume_state: dict[str, Any] | None = None
 
     # ---------------------------------------------------------------------------- derived sizes
     @property
@@ -100,7 +102,10 @@ class RolloutDataModule(L.LightningDataModule):
 
     def make_pool(self, n: int, seeds: list[int]) -> EnvPool:
         thunk = env_factory(self.env_cfg, self.response_mode)
-        return EnvPool([thunk] * n, mode=self.pool_mode, seeds=seeds)
+        get = self.env_cfg.get
+        return EnvPool([thunk] * n, mode=self.pool_mode, seeds=seeds, name=str(self.env_cfg.id),
+                       step_timeout_s=get("step_timeout_s", 60.0), reset_timeout_s=get("reset_timeout_s", 300.0),
+                       max_restarts=int(get("max_restarts", 3)))
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_pool is None and stage in (None, "fit"):
@@ -124,6 +129,36 @@ class RolloutDataModule(L.LightningDataModule):
         # batch_size=None: the stream already yields whole minibatches; num_workers=0 because
         # generation needs the policy, which lives in this process.
         return DataLoader(_RolloutStream(self), batch_size=None, num_workers=0)
+
+    # ---------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """Saved with every checkpoint (taken at an iteration's end): what the next rollout starts
+        from — the training pool's episodes (seeds + texts sent, replayed on load) and the RNGs."""
+        state: dict[str, Any] = {"rng": capture_rng_state()}
+        if self.train_pool is not None and self.collector is not None:
+            state["train_pool"] = self.train_pool.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # Applied when the first resumed rollout starts: restoring the RNGs any earlier would let
+        # model construction or Lightning's start-up shift them.
+        self._resume_state = dict(state)
+
+    def _start_collector(self, iteration: int) -> RolloutCollector:
+        assert self.train_pool is not None and self.module is not None
+        collector = RolloutCollector(self.train_pool, self.module.policy, self.steps_per_env)
+        resume, self._resume_state = self._resume_state, None
+        if resume is not None and "train_pool" in resume:
+            log.info("Restoring %d env episodes from the checkpoint (replaying their actions)", self.num_envs)
+            collector.obs = self.train_pool.load_state_dict(resume["train_pool"])
+        else:
+            if resume is not None or iteration > 0:
+                log.warning("The checkpoint holds no env-pool state (saved by an older version): envs restart "
+                            "from fresh seeds, so this resume is not exact")
+            collector.reset(train_seeds(self.seed + 7919 * iteration, self.num_envs))
+        if resume is not None and "rng" in resume:
+            restore_rng_state(resume["rng"])
+        return collector
 
     # ---------------------------------------------------------------------------- the stream
     @property
@@ -155,10 +190,7 @@ class RolloutDataModule(L.LightningDataModule):
         policy = module.policy
         policy.set_action_names(self.train_pool.action_names)
         if self.collector is None:
-            self.collector = RolloutCollector(self.train_pool, policy, self.steps_per_env)
-            # A resumed run restarts its envs from seeds that depend on the iteration, so two runs
-            # resumed from the same checkpoint see the same episodes.
-            self.collector.reset(train_seeds(self.seed + 7919 * iteration, self.num_envs))
+            self.collector = self._start_collector(iteration)
         module.start_iteration(iteration)
         rollout, stats = self.collector.collect(progress=module.rollout_progress)
         self.last_rollout_stats = stats
@@ -166,7 +198,9 @@ class RolloutDataModule(L.LightningDataModule):
                                rollout.truncated, float(self.algo.gamma), float(self.algo.gae_lambda))
         module.record_rollout(iteration, rollout, stats, adv, ret)
         if self.algo.normalize_advantages:
-            adv = standardize(adv)
+            # Steps of episodes lost with a crashed env worker (rollout.valid False) stay out of the
+            # statistics; the loss masks them too.
+            adv = standardize(adv, rollout.valid)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
         self._minibatches = [mb for _ in range(int(self.algo.ppo_epochs))
                              for mb in rollout.minibatches(adv, ret, int(self.algo.minibatch_size), generator)]

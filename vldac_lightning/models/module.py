@@ -95,6 +95,15 @@ class ActorCriticModule(L.LightningModule):
         # (checkpoint) from the config, so a 7B run saves megabytes, not 15 GB.
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        # A resumed run keeps writing to the same MLflow run (train.py reads this back).
+        for logger in self.loggers if self._trainer is not None else []:
+            run_id = getattr(logger, "run_id", None)
+            if run_id is not None and type(logger).__name__ == "MLFlowLogger":
+                checkpoint["mlflow_run_id"] = str(run_id)
+        checkpoint["bad_updates_in_row"] = int(self._bad_updates)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._bad_updates = int(checkpoint.get("bad_updates_in_row", 0))
 
     # ----------------------------------------------------------------------------- hooks from the stream
     def env_steps_after(self, iteration: int) -> int:
@@ -128,7 +137,10 @@ class ActorCriticModule(L.LightningModule):
                        returns: torch.Tensor) -> None:
         """Log SPEC §7 ``rollout/*`` metrics of a finished rollout at its env-step count."""
         metrics = stats.metrics()
-        metrics["train/explained_variance"] = explained_variance(rollout.values.flatten(), returns.flatten())
+        values, targets = rollout.values, returns
+        if rollout.valid is not None:
+            values, targets = values[rollout.valid], returns[rollout.valid]
+        metrics["train/explained_variance"] = explained_variance(values.flatten(), targets.flatten())
         metrics["rollout/iteration"] = float(iteration)
         self.log_at_env_step(metrics)
         for key in ("rollout/success_rate", "rollout/episode_return"):
@@ -169,6 +181,7 @@ class ActorCriticModule(L.LightningModule):
             value_coef=float(self.algo.value_coef), policy_frozen=frozen,
             old_values=mb.old_values.to(self.device),
             value_clip_eps=self.algo.value_clip_eps,
+            step_mask=mb.valid.to(self.device) if mb.valid is not None else None,
         )
         accum = int(self.algo.grad_accum_steps)
         if torch.isfinite(loss):
