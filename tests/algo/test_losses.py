@@ -229,3 +229,36 @@ def test_vldac_loss_warmup_optimises_only_the_value_loss():
     assert stats.policy_loss.item() == pytest.approx(-2.0)
     assert stats.kl.item() == pytest.approx(1 - LN2)
     assert not stats.policy_loss.requires_grad and not stats.kl.requires_grad
+
+
+def test_value_loss_step_mask_by_hand():
+    # Step 1 was dropped (its env worker crashed): ½·((1−0)² + (3−1)²)/2 = ½·(1 + 4)/2 = 1.25;
+    # its garbage value (inf) must not leak.
+    values = torch.tensor([1.0, float("inf"), 3.0], requires_grad=True)
+    loss = value_loss(values, torch.tensor([0.0, 5.0, 1.0]), step_mask=torch.tensor([True, False, True]))
+    assert loss.item() == pytest.approx(1.25)
+    loss.backward()
+    torch.testing.assert_close(values.grad, torch.tensor([0.5, 0.0, 1.0]))  # (V − R)/2
+
+
+def test_vldac_loss_step_mask_equals_the_loss_without_the_dropped_steps():
+    ex = two_step_example()
+    B = 3  # add a third step that gets dropped; its inputs are garbage
+    logprobs = torch.cat([ex["logprobs"].detach(), torch.full((1, 3), GARBAGE)]).requires_grad_(True)
+    kwargs = dict(
+        old_logprobs=torch.cat([ex["old_logprobs"], torch.zeros(1, 3)]),
+        ref_logprobs=torch.zeros(B, 3),
+        mask=torch.cat([ex["mask"], torch.ones(1, 3, dtype=torch.long)]),
+        advantages=torch.tensor([2.0, -1.0, 1e6]),
+        values=torch.tensor([0.5, 1.0, float("nan")]),
+        returns=torch.tensor([1.0, 0.0, 3.0]),
+        clip_eps=EPS, kl_beta=0.05, value_coef=0.15, policy_frozen=False,
+    )
+    masked, stats = vldac_loss(logprobs, step_mask=torch.tensor([True, True, False]), **kwargs)
+    kept = {k: (v[:2] if isinstance(v, torch.Tensor) else v) for k, v in kwargs.items()}
+    reference, ref_stats = vldac_loss(logprobs[:2], **kept)
+    assert torch.isfinite(masked)
+    assert masked.item() == pytest.approx(reference.item())
+    assert stats.value_loss.item() == pytest.approx(ref_stats.value_loss.item())
+    masked.backward()
+    assert logprobs.grad[2].abs().sum() == 0  # no gradient through the dropped step

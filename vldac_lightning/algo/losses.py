@@ -146,7 +146,14 @@ def value_loss(
     counts: ``½ mean max((V − R̂)², (V_old + clip(V − V_old, −c, c) − R̂)²)``. ``step_mask`` leaves
     steps out of the mean (episodes lost to a crashed env worker); none left gives a graph-attached 0.
     """
-    err = (values - returns) ** 2  # [B]
+    if step_mask is not None:
+        # Replace dropped steps *before* any arithmetic: a garbage value (inf/NaN) would otherwise
+        # turn into a NaN gradient even behind a torch.where.
+        step_mask = step_mask.bool()
+        values = torch.where(step_mask, values, returns.detach())
+        if old_values is not None:
+            old_values = torch.where(step_mask, old_values, returns.detach())
+    err = (values - returns) ** 2  # [B], 0 on dropped steps
     if clip_eps is not None:
         if old_values is None:
             raise ValueError("value_loss: the clipped variant (clip_eps given) needs old_values")
@@ -154,8 +161,6 @@ def value_loss(
         err = torch.max(err, (values_clipped - returns) ** 2)
     if step_mask is None:
         return 0.5 * err.mean()
-    step_mask = step_mask.bool()
-    err = torch.where(step_mask, err, torch.zeros_like(err))  # garbage on dropped steps stays out
     return 0.5 * err.sum() / step_mask.sum().clamp(min=1)
 
 

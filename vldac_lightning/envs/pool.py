@@ -216,7 +216,10 @@ class _ProcessWorker:
             pass
         process = self.vec.processes[0]
         if process.is_alive():  # a worker stuck in C code can ignore SIGTERM
-            process.kill()
+            try:
+                process.kill()
+            except ProcessLookupError:
+                pass
             process.join(5)
 
     def close(self) -> None:
