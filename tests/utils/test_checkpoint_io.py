@@ -1,0 +1,51 @@
+"""Checkpoint files: atomic replacement, weights-only loading, RNG round trips."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vldac_lightning.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint
+from vldac_lightning.utils.rng import capture_rng_state, restore_rng_state
+
+
+def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    io = AtomicCheckpointIO()
+    target = tmp_path / "ckpts" / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "w": torch.ones(3)}, target)
+
+    def dies_halfway(obj: object, f) -> None:  # type: ignore[no-untyped-def]
+        f.write(b"PK\x03\x04 half a zip")
+        raise KeyboardInterrupt  # what a kill looks like from inside the write
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"global_step": 2, "w": torch.zeros(3)}, target)
+    monkeypatch.undo()
+    state = io.load_checkpoint(target)
+    assert state["global_step"] == 1 and torch.equal(state["w"], torch.ones(3))
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
+
+
+def test_loading_refuses_pickled_code(tmp_path: Path) -> None:
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": pickle.loads(pickle.dumps(Path("/etc/passwd")))}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_checkpoint(path)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        AtomicCheckpointIO().load_checkpoint(tmp_path / "missing.ckpt")
+
+
+def test_rng_state_survives_a_weights_only_round_trip(tmp_path: Path) -> None:
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    state = capture_rng_state()
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    torch.save({"rng": state}, tmp_path / "rng.ckpt")
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    restore_rng_state(load_checkpoint(tmp_path / "rng.ckpt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
