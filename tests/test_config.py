@@ -76,6 +76,10 @@ def test_debug_smoke_validates(compose_train_cfg: Compose) -> None:
         ("algo.clip_eps=0", "algo.clip_eps"),
         ("model.sampling.top_p=1.5", "model.sampling.top_p"),
         ("env.num_envs=3", "env.num_envs"),  # 128 rollout steps over 3 envs
+        ("env.max_restarts=-1", "env.max_restarts"),
+        ("env.step_timeout_s=0", "env.step_timeout_s"),
+        ("env.image_history=two", "env.image_history"),  # a type error
+        ("algo.ppo_epochs=1.5", "algo.ppo_epochs"),
     ],
 )
 def test_validate_config_errors_name_the_key(compose_train_cfg: Compose, override: str, key: str) -> None:
@@ -152,3 +156,21 @@ def test_kl_sweep_sets_the_basic_sweeper_params() -> None:
                           "-p", "hydra.sweeper"], capture_output=True, text=True, timeout=120, cwd=CONF.parent)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "algo.kl_beta: 0.05,0.15" in out.stdout
+
+
+def test_a_missing_simulator_package_names_the_extra_to_install(compose_train_cfg: Compose) -> None:
+    """Checked by validate_config (before any model loads) and again when the env is built."""
+    from vldac_lightning.envs import registry
+
+    entry = registry.EnvEntry(lambda **_: None, "numberline", requires=("surely_not_a_module_xyz",), extra="fakesim")
+    registry.register_env("fakesim/Room-v0", entry)
+    try:
+        cfg = compose_train_cfg(["env.id=fakesim/Room-v0"])
+        with pytest.raises(ConfigError, match=r"surely_not_a_module_xyz.*pip install 'vldac_lightning\[fakesim\]'"):
+            validate_config(cfg)
+        with pytest.raises(ModuleNotFoundError, match=r"vldac_lightning\[fakesim\]"):
+            registry.make_language_env("fakesim/Room-v0")
+    finally:
+        del registry.ENV_REGISTRY["fakesim/Room-v0"]
+        registry.ENV_IDS = tuple(registry.ENV_REGISTRY)
+    assert registry.missing_requirement("gym_cards/NumberLine-v0") is None

@@ -7,6 +7,7 @@ Pillow rendering, no OpenGL) and ids whose simulator is not installed fail only 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,7 +16,15 @@ import gymnasium as gym
 
 from .language import LanguageEnv
 
-__all__ = ["ENV_IDS", "ENV_REGISTRY", "EnvEntry", "make_language_env", "make_native_env", "register_env"]
+__all__ = [
+    "ENV_IDS",
+    "ENV_REGISTRY",
+    "EnvEntry",
+    "make_language_env",
+    "make_native_env",
+    "missing_requirement",
+    "register_env",
+]
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,19 @@ class EnvEntry:
     native_factory: Callable[..., gym.Env]  # called with env_kwargs
     game: str  # key into envs/prompts/*.yaml
     defaults: Mapping[str, Any] | None = None  # LanguageEnv kwargs this env family defaults to
+    requires: tuple[str, ...] = ()  # importable modules the simulator needs (checked before use)
+    extra: str | None = None  # the pip extra that installs them: vldac_lightning[<extra>]
+
+
+def missing_requirement(env_id: str) -> str | None:
+    """An install hint if ``env_id``'s simulator package is absent, else None (import-free check)."""
+    entry = _entry(env_id)
+    missing = [m for m in entry.requires if importlib.util.find_spec(m.split(".")[0]) is None]
+    if not missing:
+        return None
+    how = f"pip install 'vldac_lightning[{entry.extra}]'" if entry.extra else f"pip install {' '.join(missing)}"
+    return (f"env {env_id!r} needs the Python package(s) {missing}, which are not installed: run `{how}` "
+            "(or `bash scripts/setup.sh`, which installs every simulator the project supports)")
 
 
 def _gym_make(env_id: str, module: str) -> Callable[..., gym.Env]:
@@ -65,9 +87,16 @@ def _entry(env_id: str) -> EnvEntry:
     return ENV_REGISTRY[env_id]
 
 
+def _native(env_id: str, env_kwargs: Mapping[str, Any] | None) -> gym.Env:
+    hint = missing_requirement(env_id)
+    if hint is not None:
+        raise ModuleNotFoundError(hint)
+    return _entry(env_id).native_factory(**dict(env_kwargs or {}))
+
+
 def make_native_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
     """The native (image, discrete-action) env of ``env_id``."""
-    return _entry(env_id).native_factory(**dict(env_kwargs or {}))
+    return _native(env_id, env_kwargs)
 
 
 def make_language_env(
@@ -92,7 +121,7 @@ def make_language_env(
     if "game" in kwargs:
         raise TypeError("'game' is derived from the env id; do not pass it")
     options = {**dict(entry.defaults or {}), **kwargs}
-    native = entry.native_factory(**dict(env_kwargs or {}))
+    native = _native(env_id, env_kwargs)
     try:
         return LanguageEnv(native, game=entry.game, **options)
     except Exception:

@@ -51,11 +51,14 @@ def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first invalid value (types, ranges, divisibility)."""
-    from vldac_lightning.envs.registry import ENV_IDS
+    from vldac_lightning.envs import registry
 
     env_id = _get(cfg, "env.id")
-    if env_id not in ENV_IDS:
-        raise ConfigError(f"env.id={env_id!r} is not a known environment; valid ids: {list(ENV_IDS)}")
+    if env_id not in registry.ENV_IDS:
+        raise ConfigError(f"env.id={env_id!r} is not a known environment; valid ids: {list(registry.ENV_IDS)}")
+    hint = registry.missing_requirement(env_id)
+    if hint is not None:
+        raise ConfigError(hint)
     _number(cfg, "env.image_history", integer=True, lo=1)
     _number(cfg, "env.max_episode_steps", integer=True, lo=1)
     num_envs = _number(cfg, "env.num_envs", integer=True, lo=1)
@@ -64,6 +67,12 @@ def validate_config(cfg: DictConfig) -> None:
     _choice(cfg, "env.pool_mode", ("async", "sync"))
     _number(cfg, "env.gamma", lo=0, hi=1)
     _number(cfg, "env.gae_lambda", lo=0, hi=1)
+    # Self-healing pool knobs (optional; EnvPool's defaults apply when absent; null = no timeout).
+    for key in ("env.step_timeout_s", "env.reset_timeout_s"):
+        if OmegaConf.select(cfg, key) is not None:
+            _number(cfg, key, lo=0, lo_open=True)
+    if OmegaConf.select(cfg, "env.max_restarts") is not None:
+        _number(cfg, "env.max_restarts", integer=True, lo=0)
 
     _choice(cfg, "algo.name", ALGOS)
     _number(cfg, "algo.gamma", lo=0, hi=1)
