@@ -209,6 +209,8 @@ class ActorCriticModule(L.LightningModule):
             self._bad_updates += 1
             self._iter_stats["train/skipped_updates"].append(1.0)
             log.warning("Skipped an update with a non-finite loss or gradient (%d in a row)", self._bad_updates)
+            # Logged now, not at the iteration's end: the run may stop before it gets there.
+            self.log_at_env_step({"train/skipped_updates_in_row": float(self._bad_updates)})
             if self._bad_updates >= int(self.algo.max_bad_updates):
                 raise FloatingPointError(
                     f"{self._bad_updates} updates in a row had a NaN/Inf loss or gradient; stopping. "

@@ -1,0 +1,70 @@
+"""NaN/Inf losses and gradients: the update is skipped and logged; N in a row stop the run with
+the last checkpoint intact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tests.conftest import compose_config, reset_hydra
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("fault", ["nan_loss", "nan_grad"])
+def test_non_finite_updates_are_skipped_then_stop_the_run(fault: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from vldac_lightning.models import module as module_mod
+    from vldac_lightning.train import train
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    real_loss = module_mod.vldac_loss
+    seen: dict[str, Any] = {}
+
+    def faulty_loss(logprobs, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        loss, stats = real_loss(logprobs, *args, **kwargs)
+        values = args[4]  # (old_logprobs, ref_logprobs, mask, advantages, values, returns)
+        if seen.setdefault("calls", 0) >= 4:  # iteration 0's 4 minibatches train normally
+            if "params" not in seen:
+                seen["params"] = {n: p.detach().clone() for n, p in seen["module"].named_parameters()
+                                  if p.requires_grad}
+            if fault == "nan_loss":
+                loss = loss * float("nan")
+            else:  # finite loss, NaN gradient: d sqrt(z)/dz at 0 is inf, times dz/dV = 0
+                loss = loss + torch.sqrt(values.sum() * 0.0)
+        seen["calls"] += 1
+        return loss, stats
+
+    original_configure = module_mod.ActorCriticModule.configure_model
+
+    def configure_model(self):  # type: ignore[no-untyped-def]
+        seen["module"] = self
+        original_configure(self)
+
+    monkeypatch.setattr(module_mod, "vldac_loss", faulty_loss)
+    monkeypatch.setattr(module_mod.ActorCriticModule, "configure_model", configure_model)
+    cfg = compose_config(["debug=smoke", "env.max_episode_steps=3", "algo.max_bad_updates=2",
+                          "algo.total_env_steps=32"], log_dir=tmp_path / "logs", output_dir=tmp_path / "out")
+    try:
+        with pytest.raises(FloatingPointError, match="2 updates in a row had a NaN/Inf"):
+            train(cfg)
+    finally:
+        reset_hydra()
+    # Nothing non-finite reached the weights: they are exactly those before the first bad update.
+    for name, param in seen["module"].named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param.detach(), seen["params"][name]), name
+    # The checkpoint of iteration 0 (2 optimizer steps) is the last one, intact and finite.
+    last = torch.load(tmp_path / "out" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 2
+    assert all(torch.isfinite(t).all() for t in last["state_dict"].values())
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("vldac_lightning").experiment_id])[0]
+    skipped = [m.value for m in client.get_metric_history(run.info.run_id, "train/skipped_updates_in_row")]
+    assert skipped == [1.0, 2.0]
