@@ -210,17 +210,20 @@ class _ProcessWorker:
         return self.vec.call(name)[0]
 
     def kill(self) -> None:
-        try:
-            self.vec.close(terminate=True)
-        except Exception:  # noqa: BLE001 - the process may already be gone
-            pass
-        process = self.vec.processes[0]
-        if process.is_alive():  # a worker stuck in C code can ignore SIGTERM
-            try:
-                process.kill()
-            except ProcessLookupError:
-                pass
+        """Discard a failed worker: SIGKILL (a worker stuck in C code can ignore SIGTERM), reap it,
+        and mark the vector env closed so its ``__del__`` does not talk to a dead pipe."""
+        vec = self.vec
+        for process in vec.processes:
+            if process.is_alive():
+                try:
+                    process.kill()
+                except ProcessLookupError:
+                    pass
             process.join(5)
+        for pipe in vec.parent_pipes:
+            if pipe is not None:
+                pipe.close()
+        vec.closed = True
 
     def close(self) -> None:
         try:
