@@ -222,6 +222,38 @@ def test_cached_encodings_rebatch_to_the_processor_output(make_policy: Callable[
             torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0)
 
 
+def test_frame_cache_gives_the_processor_output(make_policy: Callable[..., Any], numberline_obs: list) -> None:
+    """Per-frame memoised image processing == the stock processor, for repeated frames and history windows."""
+    import numpy as np
+
+    policy = make_policy(response_mode="action_only")
+    f = [o["images"][0] for o in numberline_obs]
+    text = numberline_obs[0]["text"]
+    # Two-frame history windows sharing frames, a repeated window, and a single-frame prompt.
+    obs = [{"images": np.stack([f[0], f[1]]), "text": text}, {"images": np.stack([f[1], f[2]]), "text": text},
+           {"images": np.stack([f[0], f[1]]), "text": text + " again"}, {"images": f[2][None], "text": text}]
+    cache = policy.frame_cache
+    assert cache is not None
+    policy.frame_cache = None
+    expected = [policy.encode(obs), policy.encode(obs[1:3])]
+    policy.frame_cache = cache
+    for _ in range(2):  # cold, then warm
+        for batch, want in zip((obs, obs[1:3]), expected):
+            got = policy.encode(batch)
+            assert got.keys() == want.keys()
+            for key in want:
+                torch.testing.assert_close(got[key], want[key], atol=0, rtol=0, msg=f"{key} differs")
+    assert cache.misses == 3  # three distinct frames, each processed once
+    assert cache.hits > 0
+    assert "_process_images" not in vars(policy.processor)  # the processor is left stock
+
+    small = type(cache)(max_bytes=1)  # evicts down to one entry, still correct
+    policy.frame_cache = small
+    for key, value in policy.encode(obs).items():
+        torch.testing.assert_close(value, expected[0][key], atol=0, rtol=0)
+    assert len(small.entries) == 1
+
+
 # ------------------------------------------------------------------------------ value head
 def test_value_is_read_at_the_last_prompt_token(make_policy: Callable[..., Any], numberline_obs: list) -> None:
     policy = make_policy(response_mode="action_only")

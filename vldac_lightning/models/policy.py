@@ -13,14 +13,17 @@ log-probs (adapter disabled) need a forward of their own. The processor runs onc
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from peft import PeftModel
+from PIL import Image
 from torch import nn
-from transformers import LogitsProcessorList, ProcessorMixin
+from transformers import BatchFeature, LogitsProcessorList, ProcessorMixin
 
 from vldac_lightning.models.processor import build_messages, to_pil
 from vldac_lightning.models.sampling import (
@@ -53,6 +56,65 @@ class ActOutput:
     encodings: list[dict[str, torch.Tensor]] | None = None
 
 
+class FrameCache:
+    """Memo of the image processor's output per frame, so each frame is resized/normalised once.
+
+    A frame recurs in every history window that holds it (and, in small envs, across episodes);
+    the processor would redo the same work each time, and again in every PPO epoch. Entries are
+    keyed by the frame's bytes and evicted least-recently-used beyond ``max_bytes``. Only the
+    Qwen-VL layout (``pixel_values`` rows per image + ``image_grid_thw``) is cached; any other
+    processor output is passed through untouched.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.entries: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor, str]] = OrderedDict()
+        self.hits = self.misses = 0
+        self.enabled = True
+
+    @staticmethod
+    def key(image: Any) -> tuple:
+        return (image.size, image.mode, hashlib.blake2b(image.tobytes(), digest_size=16).digest())
+
+    def process(self, original: Any, images: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+        """Drop-in for ``ProcessorMixin._process_images``: (processed images, placeholder texts)."""
+        flat = [im for group in images for im in group] if images and isinstance(images[0], list) else list(images)
+        if not self.enabled or not all(isinstance(im, Image.Image) for im in flat):
+            return original(images, **kwargs)
+        keys = [self.key(im) for im in flat]
+        new: dict[tuple, Image.Image] = {}
+        for k, im in zip(keys, flat):
+            if k not in self.entries and k not in new:
+                new[k] = im
+        self.misses += len(new)
+        self.hits += len(flat) - len(new)
+        if new:
+            processed, texts = original(list(new.values()), **kwargs)
+            if set(processed.keys()) != {"pixel_values", "image_grid_thw"}:
+                self.enabled = False  # not a layout we can split per image
+                return original(images, **kwargs)
+            rows = processed["image_grid_thw"].prod(-1).tolist()
+            start = 0
+            for i, k in enumerate(new):
+                pixels = processed["pixel_values"][start:start + int(rows[i])]
+                start += int(rows[i])
+                self.entries[k] = (pixels, processed["image_grid_thw"][i], texts[i])
+                self.nbytes += pixels.numel() * pixels.element_size()
+        out_pixels, out_grid, out_texts = [], [], []
+        for k in keys:
+            pixels, grid, text = self.entries[k]
+            self.entries.move_to_end(k)
+            out_pixels.append(pixels)
+            out_grid.append(grid)
+            out_texts.append(text)
+        out = BatchFeature({"pixel_values": torch.cat(out_pixels), "image_grid_thw": torch.stack(out_grid)})
+        while self.nbytes > self.max_bytes and len(self.entries) > 1:
+            _, (pixels, _, _) = self.entries.popitem(last=False)
+            self.nbytes -= pixels.numel() * pixels.element_size()
+        return out, out_texts
+
+
 class VLMPolicy(nn.Module):
     """LoRA-wrapped image-text-to-text model + value head."""
 
@@ -83,6 +145,7 @@ class VLMPolicy(nn.Module):
         self.pad_token_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         self.trie: ActionTrie | None = None
         self._prompt_cache: dict[tuple[int, str], str] = {}
+        self.frame_cache: FrameCache | None = FrameCache()
         # Multimodal placeholders are never valid response tokens (see sampling.response_support).
         vocab = max(model.get_base_model().config.get_text_config().vocab_size, len(tok))
         support = torch.ones(vocab, dtype=torch.bool)
@@ -135,8 +198,20 @@ class VLMPolicy(nn.Module):
         kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
         if any(images):
             kwargs["images"] = images
-        enc = self.processor(**kwargs)
+        enc = self._process(kwargs)
         return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _process(self, kwargs: dict[str, Any]) -> Any:
+        """The processor call, with per-frame image results served from :attr:`frame_cache`."""
+        original = getattr(self.processor, "_process_images", None)
+        if self.frame_cache is None or "images" not in kwargs or original is None:
+            return self.processor(**kwargs)
+        # Installed on the instance only for this call: the processor object stays stock.
+        self.processor._process_images = lambda images, **kw: self.frame_cache.process(original, images, **kw)
+        try:
+            return self.processor(**kwargs)
+        finally:
+            del self.processor._process_images
 
     def split(self, enc: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]] | None:
         """Undo the batching of :meth:`encode`: one unpadded input dict per observation (on CPU).
