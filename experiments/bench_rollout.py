@@ -9,8 +9,8 @@ interleaved over ``--reps`` rounds, medians reported (ratios: the median of each
 * ``reference``: the RL4VLM loop — one env, batch-1 ``generate``, then a separate forward for
   log-probs + value and another (adapter disabled) for the reference log-probs;
 * ``ours``: :class:`RolloutCollector` over a pool of N = 1, 4, 8, 16 envs (the training path);
-* ``limit``: batched ``generate`` of 16 recorded prompts with the same response length, nothing
-  else (no env, no parsing, no image processing, no value/reference passes).
+* ``limit``: batched ``generate`` of recorded 16-env batches, each run for as many tokens as it
+  ran in the rollout, nothing else (no env, no parsing, no image processing, no value/reference passes).
 
 Then one full PPO iteration at the config's own settings (rollout_steps, num_envs, PPO epochs,
 minibatches), timed by component (``breakdown``), and the peak RSS of the learner and of each
@@ -145,12 +145,12 @@ def ours(collector: Any) -> tuple[float, float, Any]:
 
 
 @torch.no_grad()
-def limit_loop(policy: Any, encs: list[dict[str, torch.Tensor]], length: int) -> tuple[float, float]:
-    """Plain batched ``generate`` of recorded prompts, exactly ``length`` new tokens, nothing else."""
+def limit_loop(policy: Any, encs: list[dict[str, torch.Tensor]], lengths: list[int]) -> tuple[float, float]:
+    """Plain batched ``generate`` of recorded prompts, as many new tokens as each recorded batch ran, nothing else."""
     model = policy.model
     steps = tokens = 0
     t0 = time.perf_counter()
-    for enc in encs:
+    for enc, length in zip(encs, lengths):
         seqs = model.generate(**enc, do_sample=True, max_new_tokens=length, min_new_tokens=length,
                               pad_token_id=policy.pad_token_id)
         steps += seqs.shape[0]
@@ -323,8 +323,10 @@ def main() -> None:
     n16 = pools[16].num_envs
     obs_batches = [[s.obs for s in warm.steps[i:i + n16]] for i in range(0, len(warm.steps), n16)]
     limit_encs = [policy.encode(b) for b in obs_batches]
+    # A batched generate runs until its longest response ends: replay each recorded batch's length.
+    lengths = [int(m.sum(1).max()) for m in warm.response_mask.split(n16)]
     length = int(warm.response_mask.sum(1).float().median().item())
-    limit_loop(policy, limit_encs[:1], length)
+    limit_loop(policy, limit_encs[:1], lengths[:1])
 
     results: dict[str, list[float]] = defaultdict(list)
     for rep in range(args.reps):
@@ -334,7 +336,7 @@ def main() -> None:
             results[f"ours{n}"].append(sps)
             if n == 16:
                 results["tokens"].append(tps)
-        sps, tps = limit_loop(policy, limit_encs, length)
+        sps, tps = limit_loop(policy, limit_encs, lengths)
         results["limit"].append(sps)
         results["limit_tokens"].append(tps)
         print(f"round {rep + 1}/{args.reps}: " + ", ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()),
