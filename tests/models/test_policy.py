@@ -222,6 +222,24 @@ def test_cached_encodings_rebatch_to_the_processor_output(make_policy: Callable[
             torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0)
 
 
+def test_cached_pixels_in_bf16_score_like_the_processor_output(make_policy: Callable[..., Any],
+                                                               numberline_obs: list) -> None:
+    """A bf16 model keeps cached pixels in bf16 (half the memory) and scores them exactly as fresh inputs."""
+    policy = make_policy(response_mode="action_only")
+    policy.model.to(torch.bfloat16)
+    obs = batch_obs(numberline_obs, 4)
+    enc = policy.encode(obs)
+    parts = policy.split(enc)
+    assert parts is not None and all(p["pixel_values"].dtype == torch.bfloat16 for p in parts)
+    torch.manual_seed(0)
+    response, mask = policy.generate(enc)
+    with torch.no_grad():
+        fresh, v_fresh = policy.score(enc, response, mask)
+        cached, v_cached = policy.score(policy.collate(parts), response, mask)
+    torch.testing.assert_close(cached, fresh, atol=0, rtol=0)
+    torch.testing.assert_close(v_cached, v_fresh, atol=0, rtol=0)
+
+
 def test_frame_cache_gives_the_processor_output(make_policy: Callable[..., Any], numberline_obs: list) -> None:
     """Per-frame memoised image processing == the stock processor, for repeated frames and history windows."""
     import numpy as np

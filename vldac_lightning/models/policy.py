@@ -240,14 +240,25 @@ class VLMPolicy(nn.Module):
             if per_sample is None:
                 return None
             patches = enc["image_grid_thw"].prod(-1).tolist()
+            # Kept in the vision tower's dtype, which the model casts them to anyway (bf16 halves
+            # the host memory a rollout's cached pixels take).
+            pixels = enc["pixel_values"]
+            dtype = self._vision_dtype()
+            if dtype is not None and pixels.is_floating_point():
+                pixels = pixels.to(dtype)
             img = row = 0
             for b, n in enumerate(per_sample):
                 count = int(sum(patches[img:img + n]))
-                out[b]["pixel_values"] = enc["pixel_values"][row:row + count].cpu()
+                out[b]["pixel_values"] = pixels[row:row + count].cpu()
                 out[b]["image_grid_thw"] = enc["image_grid_thw"][img:img + n].cpu()
                 img += n
                 row += count
         return out
+
+    def _vision_dtype(self) -> torch.dtype | None:
+        visual = getattr(getattr(self.model.get_base_model(), "model", None), "visual", None)
+        param = next(visual.parameters(), None) if isinstance(visual, nn.Module) else None
+        return param.dtype if param is not None else None
 
     def _images_per_sample(self, enc: dict[str, torch.Tensor]) -> list[int] | None:
         tok = self.processor.tokenizer
