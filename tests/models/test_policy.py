@@ -195,6 +195,22 @@ def test_act_logprobs_and_values_equal_the_scoring_forward(
     assert (out.ref_logprobs - out.logprobs)[mask].abs().max() > 1e-3  # the adapter matters here
 
 
+def test_recorded_logprobs_are_generates_own_scores(make_policy: Callable[..., Any], numberline_obs: list,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What act records while sampling == log-softmax of the processed scores generate sampled from."""
+    # Actions of different token lengths: shorter responses are padded after their end token.
+    policy = make_policy(response_mode="action_only", temperature=3.0, top_k=3,
+                         action_names=("-", "+", "turn left", "stop now"))
+    capture = ScoreCapture(policy, monkeypatch)
+    torch.manual_seed(0)
+    out = policy.act(batch_obs(numberline_obs, 8))
+    assert capture.scores is not None and capture.scores.shape[1] == out.response_ids.shape[1]
+    sampled = torch.log_softmax(capture.scores, -1).gather(-1, out.response_ids.unsqueeze(-1)).squeeze(-1)
+    mask = out.response_mask
+    assert (mask.sum(1) < mask.shape[1]).any()  # some responses ended early: padding is exercised
+    torch.testing.assert_close(out.logprobs[mask], sampled[mask], atol=1e-6, rtol=0)
+
+
 def test_cached_encodings_rebatch_to_the_processor_output(make_policy: Callable[..., Any],
                                                           numberline_obs: list) -> None:
     """split → collate of any subset reproduces encode() of that subset exactly (no processor needed)."""

@@ -5,7 +5,7 @@ call, then old log-probs, reference log-probs and values — and ``score`` recom
 values for a PPO minibatch with gradients. Both score the distribution that was actually sampled.
 
 Throughput (experiments/bench_rollout.py): ``act`` runs one ``generate`` and at most one more
-forward. π_old comes from ``generate``'s own processed scores (the very distribution sampled), V(s)
+forward. π_old is recorded while sampling, from the very distribution sampled, V(s)
 from the hidden state of the last prompt token captured during the prefill, and only the reference
 log-probs (adapter disabled) need a forward of their own. The processor runs once per observation:
 ``act`` returns each step's encoded inputs, which PPO epochs re-batch with :meth:`VLMPolicy.collate`.
@@ -337,13 +337,14 @@ class VLMPolicy(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """One ``generate`` call → (response ids, mask, log π_old ``[B, R]``, last-prompt hidden state ``[B, H]``).
 
-        The log-probs are read from ``generate``'s processed scores — the output of
-        :class:`PolicyLogitsProcessor`, i.e. exactly the distribution each token was drawn from —
-        and the hidden state is the LM head's input (the last layer's normalised output) at the
+        The log-probs are recorded by :class:`PolicyLogitsProcessor` from the distribution each
+        token was drawn from (``generate`` has no other processor: see
+        ``loading.neutral_generation_config``), and the hidden state is the LM head's input (the last layer's normalised output) at the
         prefill's last position, the state :meth:`score` and :meth:`value` read. No extra forward for either.
         """
         P = enc["input_ids"].shape[1]
-        processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie, support=self.support)
+        processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie, support=self.support,
+                                          record_logprobs=with_scores)
         captured: list[torch.Tensor] = []
 
         def capture(_module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -359,7 +360,6 @@ class VLMPolicy(nn.Module):
                 max_new_tokens=self.max_new_tokens,
                 pad_token_id=self.pad_token_id,
                 eos_token_id=self.eos_token_id,
-                output_scores=with_scores,
                 return_dict_in_generate=True,
             )
         finally:
@@ -372,9 +372,7 @@ class VLMPolicy(nn.Module):
         response = response.masked_fill(~mask, self.pad_token_id)
         if not with_scores:
             return response, mask, None, None
-        scores = torch.stack(out.scores, dim=1).float()  # [B, R, V] processed: -inf outside the support
-        logp = torch.log_softmax(scores, dim=-1).gather(-1, response.unsqueeze(-1)).squeeze(-1)
-        logp = torch.nan_to_num(logp, neginf=0.0) * mask  # padding after the end token: 0, as in score()
+        logp = processor.sampled_logprobs(out.sequences[:, P:]) * mask  # padding: 0, as in score()
         return response, mask, logp, captured[0]
 
     def _lm_head(self) -> nn.Module:
