@@ -40,6 +40,8 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks under experiments/ (long; not part of the tests)."""
+    """Benchmarks under experiments/ (long; not part of the tests): env throughput, then rollout
+    throughput (< 10 min on 2 cores). Arguments go to bench_rollout.py (e.g. ``-- model=tiny --reps 3``)."""
     _install(session)
-    session.run("python", "experiments/bench_envs.py", *session.posargs)
+    session.run("python", "experiments/bench_envs.py")
+    session.run("python", "experiments/bench_rollout.py", *session.posargs, env={"OMP_NUM_THREADS": "1"})

@@ -36,11 +36,12 @@ class ScoreCapture:
         self.sequences: torch.Tensor | None = None
         original = policy.model.generate
 
-        def generate(*args: Any, **kwargs: Any) -> torch.Tensor:
-            out = original(*args, **kwargs, output_scores=True, return_dict_in_generate=True)
+        def generate(*args: Any, **kwargs: Any) -> Any:
+            wants_dict = kwargs.get("return_dict_in_generate", False)
+            out = original(*args, **{**kwargs, "output_scores": True, "return_dict_in_generate": True})
             self.scores = torch.stack(out.scores, dim=1).float()  # [B, R, V]
             self.sequences = out.sequences
-            return out.sequences
+            return out if wants_dict else out.sequences
 
         monkeypatch.setattr(policy.model, "generate", generate)
 
@@ -155,6 +156,136 @@ def test_json_sampling_never_emits_multimodal_placeholders(make_policy: Callable
         torch.manual_seed(seed)
         out = policy.act(obs)  # a sampled <|image_pad|> would make the scoring forward raise
         assert not torch.isin(out.response_ids[out.response_mask], bad).any()
+
+
+# ------------------------------------------------------------------------------ act == score (no extra forward)
+def randomize_lora(policy: Any, seed: int = 0, scale: float = 0.3) -> None:
+    """Give the adapter non-zero weights, so 'with adapter' and 'base model' differ."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+
+
+@pytest.mark.parametrize("response_mode,sampling", [
+    ("action_only", {}), ("json", {}), ("json", {"temperature": 0.7, "top_k": 5, "top_p": 0.9}),
+], ids=["action_only", "json-t1", "json-t0.7-k5-p0.9"])
+def test_act_logprobs_and_values_equal_the_scoring_forward(
+    make_policy: Callable[..., Any], numberline_obs: list, response_mode: str, sampling: dict,
+) -> None:
+    """π_old from generate's own scores and V from the captured prefill state equal a separate forward."""
+    policy = make_policy(response_mode=response_mode, max_new_tokens=6,
+                         action_names=("-", "+", "turn left", "stop now"), **sampling)
+    randomize_lora(policy)
+    obs = batch_obs(numberline_obs, 5)
+    torch.manual_seed(0)
+    out = policy.act(obs)
+    assert not policy.training  # eval semantics: no dropout while acting
+    enc = policy.encode(obs)
+    with torch.no_grad():
+        scored, values = policy.score(enc, out.response_ids, out.response_mask, with_values=True)
+        ref, _ = policy.score(enc, out.response_ids, out.response_mask, with_values=False, adapter=False)
+    mask = out.response_mask
+    torch.testing.assert_close(out.logprobs, scored, atol=1e-5, rtol=0)
+    assert (out.logprobs[~mask] == 0).all() and (out.logprobs[:, 0] < 0).all()  # a forced end token may be 0
+    torch.testing.assert_close(out.values, values, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.values, policy.value(obs), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.ref_logprobs, ref, atol=1e-5, rtol=0)
+    assert (out.ref_logprobs - out.logprobs)[mask].abs().max() > 1e-3  # the adapter matters here
+
+
+def test_recorded_logprobs_are_generates_own_scores(make_policy: Callable[..., Any], numberline_obs: list,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What act records while sampling == log-softmax of the processed scores generate sampled from."""
+    # Actions of different token lengths: shorter responses are padded after their end token.
+    policy = make_policy(response_mode="action_only", temperature=3.0, top_k=3,
+                         action_names=("-", "+", "turn left", "stop now"))
+    capture = ScoreCapture(policy, monkeypatch)
+    torch.manual_seed(0)
+    out = policy.act(batch_obs(numberline_obs, 8))
+    assert capture.scores is not None and capture.scores.shape[1] == out.response_ids.shape[1]
+    sampled = torch.log_softmax(capture.scores, -1).gather(-1, out.response_ids.unsqueeze(-1)).squeeze(-1)
+    mask = out.response_mask
+    assert (mask.sum(1) < mask.shape[1]).any()  # some responses ended early: padding is exercised
+    torch.testing.assert_close(out.logprobs[mask], sampled[mask], atol=1e-6, rtol=0)
+
+
+def test_cached_encodings_rebatch_to_the_processor_output(make_policy: Callable[..., Any],
+                                                          numberline_obs: list) -> None:
+    """split → collate of any subset reproduces encode() of that subset exactly (no processor needed)."""
+    policy = make_policy(response_mode="action_only")
+    obs = batch_obs(numberline_obs, 6)  # prompts of two lengths: padding differs per subset
+    enc = policy.encode(obs)
+    parts = policy.split(enc)
+    assert parts is not None and len(parts) == 6
+    assert all(p["attention_mask"].all() for p in parts)  # unpadded
+    for subset in ([0, 1, 2, 3, 4, 5], [3, 0, 5], [2, 4]):
+        expected = policy.encode([obs[i] for i in subset])
+        got = policy.collate([parts[i] for i in subset])
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0, msg=f"{key} differs")
+
+    class Record:  # what encode_steps reads from a rollout's StepRecord
+        def __init__(self, o: dict, e: dict | None) -> None:
+            self.obs, self.encoded = o, e
+
+    for records in ([Record(obs[i], parts[i]) for i in (5, 1)], [Record(obs[i], None) for i in (5, 1)]):
+        got = policy.encode_steps(records)
+        expected = policy.encode([obs[5], obs[1]])
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], atol=0, rtol=0)
+
+
+def test_cached_pixels_in_bf16_score_like_the_processor_output(make_policy: Callable[..., Any],
+                                                               numberline_obs: list) -> None:
+    """A bf16 model keeps cached pixels in bf16 (half the memory) and scores them exactly as fresh inputs."""
+    policy = make_policy(response_mode="action_only")
+    policy.model.to(torch.bfloat16)
+    obs = batch_obs(numberline_obs, 4)
+    enc = policy.encode(obs)
+    parts = policy.split(enc)
+    assert parts is not None and all(p["pixel_values"].dtype == torch.bfloat16 for p in parts)
+    torch.manual_seed(0)
+    response, mask = policy.generate(enc)
+    with torch.no_grad():
+        fresh, v_fresh = policy.score(enc, response, mask)
+        cached, v_cached = policy.score(policy.collate(parts), response, mask)
+    torch.testing.assert_close(cached, fresh, atol=0, rtol=0)
+    torch.testing.assert_close(v_cached, v_fresh, atol=0, rtol=0)
+
+
+def test_frame_cache_gives_the_processor_output(make_policy: Callable[..., Any], numberline_obs: list) -> None:
+    """Per-frame memoised image processing == the stock processor, for repeated frames and history windows."""
+    import numpy as np
+
+    policy = make_policy(response_mode="action_only")
+    f = [o["images"][0] for o in numberline_obs]
+    text = numberline_obs[0]["text"]
+    # Two-frame history windows sharing frames, a repeated window, and a single-frame prompt.
+    obs = [{"images": np.stack([f[0], f[1]]), "text": text}, {"images": np.stack([f[1], f[2]]), "text": text},
+           {"images": np.stack([f[0], f[1]]), "text": text + " again"}, {"images": f[2][None], "text": text}]
+    cache = policy.frame_cache
+    assert cache is not None
+    policy.frame_cache = None
+    expected = [policy.encode(obs), policy.encode(obs[1:3])]
+    policy.frame_cache = cache
+    for _ in range(2):  # cold, then warm
+        for batch, want in zip((obs, obs[1:3]), expected):
+            got = policy.encode(batch)
+            assert got.keys() == want.keys()
+            for key in want:
+                torch.testing.assert_close(got[key], want[key], atol=0, rtol=0, msg=f"{key} differs")
+    assert cache.misses == 3  # three distinct frames, each processed once
+    assert cache.hits > 0
+    assert "_process_images" not in vars(policy.processor)  # the processor is left stock
+
+    small = type(cache)(max_bytes=1)  # evicts down to one entry, still correct
+    policy.frame_cache = small
+    for key, value in policy.encode(obs).items():
+        torch.testing.assert_close(value, expected[0][key], atol=0, rtol=0)
+    assert len(small.entries) == 1
 
 
 # ------------------------------------------------------------------------------ value head

@@ -164,7 +164,7 @@ class ActorCriticModule(L.LightningModule):
         assert policy is not None
         mb = self.trainer.datamodule.minibatch(batch)
         policy.train()
-        enc = policy.encode([r.obs for r in mb.steps])
+        enc = policy.encode_steps(mb.steps)  # the rollout's processor outputs, re-batched
         R = mb.old_logprobs.shape[1]
         response_ids = pad_sequence([r.response_ids for r in mb.steps], batch_first=True,
                                     padding_value=policy.pad_token_id)

@@ -2,20 +2,28 @@
 
 ``act`` does what a rollout step needs — batched generation for every env of the pool in one
 call, then old log-probs, reference log-probs and values — and ``score`` recomputes log-probs and
-values for a PPO minibatch with gradients. Both score with :func:`sampling.token_logprobs`, the
-distribution that was actually sampled.
+values for a PPO minibatch with gradients. Both score the distribution that was actually sampled.
+
+Throughput (experiments/bench_rollout.py): ``act`` runs one ``generate`` and at most one more
+forward. π_old is recorded while sampling, from the very distribution sampled, V(s)
+from the hidden state of the last prompt token captured during the prefill, and only the reference
+log-probs (adapter disabled) need a forward of their own. The processor runs once per observation:
+``act`` returns each step's encoded inputs, which PPO epochs re-batch with :meth:`VLMPolicy.collate`.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from peft import PeftModel
+from PIL import Image
 from torch import nn
-from transformers import LogitsProcessorList, ProcessorMixin
+from transformers import BatchFeature, LogitsProcessorList, ProcessorMixin
 
 from vldac_lightning.models.processor import build_messages, to_pil
 from vldac_lightning.models.sampling import (
@@ -28,6 +36,9 @@ from vldac_lightning.models.sampling import (
 from vldac_lightning.models.value_head import ValueHead
 
 RESPONSE_MODES = ("json", "action_only")
+# Processor outputs that ``split``/``collate`` know how to un-batch and re-batch.
+_TOKEN_KEYS = frozenset({"input_ids", "attention_mask", "mm_token_type_ids"})
+_IMAGE_KEYS = frozenset({"pixel_values", "image_grid_thw"})
 
 
 @dataclass
@@ -40,6 +51,69 @@ class ActOutput:
     logprobs: torch.Tensor  # [B, R] float32, log π_old
     ref_logprobs: torch.Tensor  # [B, R] float32, log π_ref (adapter disabled) or π_old
     values: torch.Tensor  # [B] float32, V(s_t)
+    # Per-observation model inputs (unpadded, on CPU) for re-scoring without the processor; None
+    # when the processor's outputs cannot be split per observation.
+    encodings: list[dict[str, torch.Tensor]] | None = None
+
+
+class FrameCache:
+    """Memo of the image processor's output per frame, so each frame is resized/normalised once.
+
+    A frame recurs in every history window that holds it (and, in small envs, across episodes);
+    the processor would redo the same work each time, and again in every PPO epoch. Entries are
+    keyed by the frame's bytes and evicted least-recently-used beyond ``max_bytes``. Only the
+    Qwen-VL layout (``pixel_values`` rows per image + ``image_grid_thw``) is cached; any other
+    processor output is passed through untouched.
+    """
+
+    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.entries: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor, str]] = OrderedDict()
+        self.hits = self.misses = 0
+        self.enabled = True
+
+    @staticmethod
+    def key(image: Any) -> tuple:
+        # SHA-256 runs on the CPU's SHA extensions: ~2x faster than BLAKE2 here, and collision-free in practice.
+        return (image.size, image.mode, hashlib.sha256(image.tobytes()).digest())
+
+    def process(self, original: Any, images: Any, **kwargs: Any) -> tuple[Any, list[str]]:
+        """Drop-in for ``ProcessorMixin._process_images``: (processed images, placeholder texts)."""
+        flat = [im for group in images for im in group] if images and isinstance(images[0], list) else list(images)
+        if not self.enabled or not all(isinstance(im, Image.Image) for im in flat):
+            return original(images, **kwargs)
+        keys = [self.key(im) for im in flat]
+        new: dict[tuple, Image.Image] = {}
+        for k, im in zip(keys, flat):
+            if k not in self.entries and k not in new:
+                new[k] = im
+        self.misses += len(new)
+        self.hits += len(flat) - len(new)
+        if new:
+            processed, texts = original(list(new.values()), **kwargs)
+            if set(processed.keys()) != {"pixel_values", "image_grid_thw"}:
+                self.enabled = False  # not a layout we can split per image
+                return original(images, **kwargs)
+            rows = processed["image_grid_thw"].prod(-1).tolist()
+            start = 0
+            for i, k in enumerate(new):
+                pixels = processed["pixel_values"][start:start + int(rows[i])]
+                start += int(rows[i])
+                self.entries[k] = (pixels, processed["image_grid_thw"][i], texts[i])
+                self.nbytes += pixels.numel() * pixels.element_size()
+        out_pixels, out_grid, out_texts = [], [], []
+        for k in keys:
+            pixels, grid, text = self.entries[k]
+            self.entries.move_to_end(k)
+            out_pixels.append(pixels)
+            out_grid.append(grid)
+            out_texts.append(text)
+        out = BatchFeature({"pixel_values": torch.cat(out_pixels), "image_grid_thw": torch.stack(out_grid)})
+        while self.nbytes > self.max_bytes and len(self.entries) > 1:
+            _, (pixels, _, _) = self.entries.popitem(last=False)
+            self.nbytes -= pixels.numel() * pixels.element_size()
+        return out, out_texts
 
 
 class VLMPolicy(nn.Module):
@@ -71,6 +145,8 @@ class VLMPolicy(nn.Module):
         self.eos_token_id = int(tok.eos_token_id)
         self.pad_token_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
         self.trie: ActionTrie | None = None
+        self._prompt_cache: dict[tuple[int, str], str] = {}
+        self.frame_cache: FrameCache | None = FrameCache()
         # Multimodal placeholders are never valid response tokens (see sampling.response_support).
         vocab = max(model.get_base_model().config.get_text_config().vocab_size, len(tok))
         support = torch.ones(vocab, dtype=torch.bool)
@@ -101,19 +177,116 @@ class VLMPolicy(nn.Module):
         return self.value_head.mlp[0].weight.device
 
     # ------------------------------------------------------------------------------- encoding
+    def _prompt(self, num_images: int, text: str) -> str:
+        """The chat-templated prompt (memoised: env prompts repeat, and Jinja rendering is not free)."""
+        key = (num_images, text)
+        prompt = self._prompt_cache.get(key)
+        if prompt is None:
+            if len(self._prompt_cache) >= 4096:
+                self._prompt_cache.clear()
+            prompt = self.processor.apply_chat_template(build_messages(num_images, text), add_generation_prompt=True,
+                                                        tokenize=False)
+            self._prompt_cache[key] = prompt
+        return prompt
+
     def encode(self, observations: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Chat-template + images → left-padded model inputs for a batch of observations."""
         texts, images = [], []
         for obs in observations:
             frames = to_pil(obs["images"])
-            texts.append(self.processor.apply_chat_template(
-                build_messages(len(frames), obs["text"]), add_generation_prompt=True, tokenize=False))
+            texts.append(self._prompt(len(frames), obs["text"]))
             images.append(frames)
         kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
         if any(images):
             kwargs["images"] = images
-        enc = self.processor(**kwargs)
+        enc = self._process(kwargs)
         return {k: v.to(self.device) for k, v in enc.items()}
+
+    def _process(self, kwargs: dict[str, Any]) -> Any:
+        """The processor call, with per-frame image results served from :attr:`frame_cache`."""
+        original = getattr(self.processor, "_process_images", None)
+        if self.frame_cache is None or "images" not in kwargs or original is None:
+            return self.processor(**kwargs)
+        # Installed on the instance only for this call: the processor object stays stock.
+        self.processor._process_images = lambda images, **kw: self.frame_cache.process(original, images, **kw)
+        try:
+            return self.processor(**kwargs)
+        finally:
+            del self.processor._process_images
+
+    def split(self, enc: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]] | None:
+        """Undo the batching of :meth:`encode`: one unpadded input dict per observation (on CPU).
+
+        Supports processors whose outputs are token-aligned ``[B, P]`` tensors plus Qwen-VL style
+        flattened image patches (``pixel_values [Σ patches, D]`` with ``image_grid_thw``); returns
+        None for anything else, and callers then re-run the processor.
+        """
+        if not set(enc) <= _TOKEN_KEYS | _IMAGE_KEYS or "attention_mask" not in enc:
+            return None
+        B = enc["input_ids"].shape[0]
+        lengths = enc["attention_mask"].sum(1).tolist()
+        # Left padding keeps every prompt's tokens contiguous at the end of its row.
+        if not bool((enc["attention_mask"].cumsum(1) == 0).logical_or(enc["attention_mask"] == 1).all()):
+            return None
+        out: list[dict[str, torch.Tensor]] = [{} for _ in range(B)]
+        for key in _TOKEN_KEYS & set(enc):
+            for b in range(B):
+                out[b][key] = enc[key][b, enc[key].shape[1] - int(lengths[b]):].cpu()
+        if "pixel_values" in enc:
+            if "image_grid_thw" not in enc:
+                return None
+            # Each image's patches and grid row belong to the sample whose tokens hold its placeholders.
+            per_sample = self._images_per_sample(enc)
+            if per_sample is None:
+                return None
+            patches = enc["image_grid_thw"].prod(-1).tolist()
+            # Kept in the vision tower's dtype, which the model casts them to anyway (bf16 halves
+            # the host memory a rollout's cached pixels take).
+            pixels = enc["pixel_values"]
+            dtype = self._vision_dtype()
+            if dtype is not None and pixels.is_floating_point():
+                pixels = pixels.to(dtype)
+            img = row = 0
+            for b, n in enumerate(per_sample):
+                count = int(sum(patches[img:img + n]))
+                out[b]["pixel_values"] = pixels[row:row + count].cpu()
+                out[b]["image_grid_thw"] = enc["image_grid_thw"][img:img + n].cpu()
+                img += n
+                row += count
+        return out
+
+    def _vision_dtype(self) -> torch.dtype | None:
+        visual = getattr(getattr(self.model.get_base_model(), "model", None), "visual", None)
+        param = next(visual.parameters(), None) if isinstance(visual, nn.Module) else None
+        return param.dtype if param is not None else None
+
+    def _images_per_sample(self, enc: dict[str, torch.Tensor]) -> list[int] | None:
+        tok = self.processor.tokenizer
+        start = tok.convert_tokens_to_ids("<|vision_start|>")
+        if not isinstance(start, int) or start == tok.unk_token_id:
+            return None
+        counts = (enc["input_ids"] == start).sum(1).tolist()
+        return counts if sum(counts) == enc["image_grid_thw"].shape[0] else None
+
+    def collate(self, encodings: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Left-pad per-observation inputs (from :meth:`split`) into a batch equal to :meth:`encode`'s."""
+        P = max(e["input_ids"].shape[0] for e in encodings)
+        batch: dict[str, torch.Tensor] = {}
+        for key in encodings[0]:
+            if key in _TOKEN_KEYS:
+                fill = self.pad_token_id if key == "input_ids" else 0
+                batch[key] = torch.stack([torch.nn.functional.pad(e[key], (P - e[key].shape[0], 0), value=fill)
+                                          for e in encodings])
+            else:
+                batch[key] = torch.cat([e[key] for e in encodings])
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def encode_steps(self, steps: Sequence[Any]) -> dict[str, torch.Tensor]:
+        """Model inputs for rollout records (``.obs``, optional ``.encoded``): no processor if cached."""
+        cached = [getattr(r, "encoded", None) for r in steps]
+        if all(c is not None for c in cached):
+            return self.collate(cached)
+        return self.encode([r.obs for r in steps])
 
     # ------------------------------------------------------------------------------- scoring
     def _forward(self, enc: dict[str, torch.Tensor], response_ids: torch.Tensor, response_mask: torch.Tensor,
@@ -155,22 +328,58 @@ class VLMPolicy(nn.Module):
     @torch.no_grad()
     def generate(self, enc: dict[str, torch.Tensor], *, do_sample: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample (or greedily pick) responses for the whole batch in one ``generate`` call."""
+        response, mask, _, _ = self.generate_scored(enc, do_sample=do_sample, with_scores=False)
+        return response, mask
+
+    @torch.no_grad()
+    def generate_scored(
+        self, enc: dict[str, torch.Tensor], *, do_sample: bool = True, with_scores: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One ``generate`` call → (response ids, mask, log π_old ``[B, R]``, last-prompt hidden state ``[B, H]``).
+
+        The log-probs are recorded by :class:`PolicyLogitsProcessor` from the distribution each
+        token was drawn from (``generate`` has no other processor: see
+        ``loading.neutral_generation_config``), and the hidden state is the LM head's input (the last layer's normalised output) at the
+        prefill's last position, the state :meth:`score` and :meth:`value` read. No extra forward for either.
+        """
         P = enc["input_ids"].shape[1]
-        processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie, support=self.support)
-        seqs = self.model.generate(
-            **enc,
-            logits_processor=LogitsProcessorList([processor]),
-            do_sample=do_sample,
-            max_new_tokens=self.max_new_tokens,
-            pad_token_id=self.pad_token_id,
-            eos_token_id=self.eos_token_id,
-        )
-        response = seqs[:, P:]
+        processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie, support=self.support,
+                                          record_logprobs=with_scores)
+        captured: list[torch.Tensor] = []
+
+        def capture(_module: nn.Module, args: tuple[Any, ...]) -> None:
+            if not captured:  # the first LM-head call is the prefill over the whole prompt
+                captured.append(args[0][:, -1])
+
+        handle = self._lm_head().register_forward_pre_hook(capture) if with_scores else None
+        try:
+            out = self.model.generate(
+                **enc,
+                logits_processor=LogitsProcessorList([processor]),
+                do_sample=do_sample,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.pad_token_id,
+                eos_token_id=self.eos_token_id,
+                return_dict_in_generate=True,
+            )
+        finally:
+            if handle is not None:
+                handle.remove()
+        response = out.sequences[:, P:]
         is_end = response == self.eos_token_id
         # A token belongs to the response if no end token came before it (the end token counts).
         mask = (torch.cumsum(is_end.long(), dim=1) - is_end.long()) == 0
         response = response.masked_fill(~mask, self.pad_token_id)
-        return response, mask
+        if not with_scores:
+            return response, mask, None, None
+        logp = processor.sampled_logprobs(out.sequences[:, P:]) * mask  # padding: 0, as in score()
+        return response, mask, logp, captured[0]
+
+    def _lm_head(self) -> nn.Module:
+        head = self.model.get_base_model().get_output_embeddings()
+        if head is None:
+            raise ValueError(f"{type(self.model.get_base_model()).__name__} exposes no output embeddings (LM head)")
+        return head
 
     def decode(self, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
         tok = self.processor.tokenizer
@@ -181,18 +390,19 @@ class VLMPolicy(nn.Module):
             with_scores: bool = True) -> ActOutput:
         """One policy step for a batch of observations (one per env)."""
         enc = self.encode(observations)
-        response_ids, response_mask = self.generate(enc, do_sample=do_sample)
+        response_ids, response_mask, logprobs, hidden = self.generate_scored(enc, do_sample=do_sample,
+                                                                             with_scores=with_scores)
         texts = self.decode(response_ids, response_mask)
         B, R = response_ids.shape
-        if not with_scores:
+        if logprobs is None or hidden is None:
             zeros = torch.zeros(B, R, device=self.device)
             return ActOutput(texts, response_ids, response_mask, zeros, zeros, torch.zeros(B, device=self.device))
-        logprobs, values = self.score(enc, response_ids, response_mask, with_values=True)
+        values = self.value_head(hidden)
         if self.kl_reference == "base":
             ref_logprobs, _ = self.score(enc, response_ids, response_mask, with_values=False, adapter=False)
         else:
             ref_logprobs = logprobs
-        return ActOutput(texts, response_ids, response_mask, logprobs, ref_logprobs, values)
+        return ActOutput(texts, response_ids, response_mask, logprobs, ref_logprobs, values, self.split(enc))
 
     @torch.no_grad()
     def value(self, observations: Sequence[dict[str, Any]]) -> torch.Tensor:

@@ -108,19 +108,43 @@ def filter_logits(
 
 
 class PolicyLogitsProcessor(LogitsProcessor):
-    """The only logits processor ``generate`` sees, so sampling == :func:`filter_logits`."""
+    """The only logits processor ``generate`` sees, so sampling == :func:`filter_logits`.
+
+    With ``record_logprobs`` it also keeps the log-prob of every sampled token under the very
+    distribution it was drawn from (π_old), with no second forward: each call reads the token drawn
+    from the previous call's distribution (``input_ids[:, -1]``), so only one ``[B, V]`` row set is
+    held at a time instead of ``generate``'s ``[B, R, V]`` scores.
+    """
 
     def __init__(self, cfg: SamplingConfig, prompt_length: int, trie: ActionTrie | None = None,
-                 support: torch.Tensor | None = None) -> None:
+                 support: torch.Tensor | None = None, record_logprobs: bool = False) -> None:
         self.cfg = cfg
         self.prompt_length = prompt_length
         self.trie = trie
         self.support = support  # [V] bool: tokens a response may contain at all
+        self.record_logprobs = record_logprobs
+        self._last: torch.Tensor | None = None  # [B, V] log-softmax of the latest distribution
+        self._logprobs: list[torch.Tensor] = []  # [B] per finished position
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         allowed = response_support(input_ids[:, self.prompt_length :].unsqueeze(1), self.trie, self.support,
                                    scores.shape[-1])
-        return filter_logits(scores, self.cfg, None if allowed is None else allowed[:, 0])
+        out = filter_logits(scores, self.cfg, None if allowed is None else allowed[:, 0])
+        if self.record_logprobs:
+            if self._last is not None:
+                self._logprobs.append(self._last.gather(-1, input_ids[:, -1:]).squeeze(-1))
+            self._last = torch.log_softmax(out, dim=-1)
+        return out
+
+    def sampled_logprobs(self, response_ids: torch.Tensor) -> torch.Tensor:
+        """Log-probs ``[B, R]`` of the generated tokens (call once, after ``generate``); -inf → 0."""
+        if not self.record_logprobs or self._last is None:
+            raise RuntimeError("PolicyLogitsProcessor(record_logprobs=True) must have been used by generate")
+        steps = [*self._logprobs, self._last.gather(-1, response_ids[:, len(self._logprobs), None]).squeeze(-1)]
+        if len(steps) != response_ids.shape[1]:
+            raise RuntimeError(f"recorded {len(steps)} sampling steps for {response_ids.shape[1]} generated tokens")
+        # Padding after a finished response may lie outside the support (-inf); it is masked later.
+        return torch.nan_to_num(torch.stack(steps, dim=1), neginf=0.0)
 
 
 def response_support(

@@ -24,6 +24,9 @@ class StepRecord:
 
     obs: dict[str, Any]  # {"images": uint8 [n, H, W, 3], "text": str}
     response_ids: torch.Tensor  # [R_t] int64, the generated tokens incl. the end token
+    # The processor's output for ``obs`` (VLMPolicy.split), so PPO epochs skip the processor; None
+    # means re-encode from ``obs``.
+    encoded: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -105,7 +108,8 @@ class RolloutCollector:
             stats.generated_tokens += int(out.response_mask.sum())
             result = self.pool.step(out.texts)
             for n in range(N):
-                records.append(StepRecord(self.obs[n], out.response_ids[n][out.response_mask[n]].cpu()))
+                encoded = out.encodings[n] if out.encodings is not None else None
+                records.append(StepRecord(self.obs[n], out.response_ids[n][out.response_mask[n]].cpu(), encoded))
             logprobs.append(out.logprobs.cpu())
             ref_logprobs.append(out.ref_logprobs.cpu())
             masks.append(out.response_mask.cpu())

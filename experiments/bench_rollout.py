@@ -1,0 +1,382 @@
+"""Rollout throughput: a reference-style loop, our pooled rollout, and the generation limit.
+
+    python experiments/bench_rollout.py [--reps 5] [--threads 1] [hydra overrides: model=... env=...]
+    nox -s bench
+
+All in one process, on the same model and env (default: the tiny model on gym-cards NumberLine),
+interleaved over ``--reps`` rounds, medians reported (ratios: the median of each round's ratio):
+
+* ``reference``: the RL4VLM loop — one env, batch-1 ``generate``, then a separate forward for
+  log-probs + value and another (adapter disabled) for the reference log-probs;
+* ``ours``: :class:`RolloutCollector` over a pool of N = 1, 4, 8, 16 envs (the training path);
+* ``limit``: batched ``generate`` of recorded 16-env batches, each run for as many tokens as it
+  ran in the rollout, nothing else (no env, no parsing, no image processing, no value/reference passes).
+
+Then one full PPO iteration at the config's own settings (rollout_steps, num_envs, PPO epochs,
+minibatches), timed by component (``breakdown``), and the peak RSS of the learner and of each
+worker of an async pool of 16. The last line printed is one JSON object (also written to
+``experiments/results/bench_rollout.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+sys.path.insert(0, str(ROOT))
+
+ENV_COUNTS = (1, 4, 8, 16)
+
+
+# ------------------------------------------------------------------------------------- setup
+def compose(overrides: list[str]) -> DictConfig:
+    """The training config with Hydra overrides (``model=...``, ``env=...``, ``key=value``)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("train.yaml", overrides=["logger=none", *overrides])
+
+
+def build_policy(cfg: DictConfig) -> Any:
+    """The policy exactly as training builds it (``ActorCriticModule.configure_model``)."""
+    from vldac_lightning.models.module import ActorCriticModule
+
+    module = ActorCriticModule(cfg.model, cfg.algo, cfg.optimizer, optimizer_steps_per_iteration=1, num_iterations=1)
+    module.configure_model()
+    return module.policy
+
+
+def make_pool(cfg: DictConfig, n: int, mode: str, base_seed: int = 0) -> Any:
+    from vldac_lightning.data.datamodule import env_factory
+    from vldac_lightning.envs.pool import EnvPool, train_seeds
+
+    thunk = env_factory(cfg.env, str(cfg.model.response_mode))
+    return EnvPool([thunk] * n, mode=mode, seeds=train_seeds(base_seed, n))
+
+
+class Timers:
+    """Accumulates wall seconds per component by wrapping methods of live objects."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._undo: list[Callable[[], None]] = []
+        self._children: list[float] = []  # time of timed calls nested in the open ones (not counted twice)
+
+    def wrap(self, obj: Any, name: str, key: str) -> None:
+        original = getattr(obj, name)
+        seconds, children = self.seconds, self._children
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            children.append(0.0)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                elapsed = time.perf_counter() - t0
+                seconds[key] += elapsed - children.pop()
+                if children:
+                    children[-1] += elapsed
+
+        setattr(obj, name, timed)
+        self._undo.append(lambda: obj.__dict__.pop(name, None))
+
+    def model_forward(self, model: torch.nn.Module, key: str = "model_forward") -> None:
+        """Time spent inside the backbone's ``forward`` (every prefill, decode step and scoring pass)."""
+        start: list[float] = []
+        seconds = self.seconds
+
+        def pre(*_: Any) -> None:
+            start.append(time.perf_counter())
+
+        def post(*_: Any) -> None:
+            seconds[key] += time.perf_counter() - start.pop()
+
+        handles = [model.register_forward_pre_hook(pre), model.register_forward_hook(post)]
+        self._undo.append(lambda: [h.remove() for h in handles])
+
+    def remove(self) -> None:
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+
+
+# ------------------------------------------------------------------------------------- the three loops
+@torch.no_grad()
+def reference_loop(policy: Any, env: Any, steps: int, state: dict[str, Any]) -> float:
+    """RL4VLM style: one env, batch-1 generate, separate log-prob/value and reference passes."""
+    obs = state.get("obs")
+    if obs is None:
+        obs, _ = env.reset(seed=0)
+    policy.eval()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        item = {"images": obs["images"][: obs["num_images"]], "text": obs["text"]}
+        enc = policy.encode([item])
+        response, mask = policy.generate(enc)
+        text = policy.decode(response, mask)[0]
+        policy.score(enc, response, mask, with_values=True)
+        policy.score(enc, response, mask, with_values=False, adapter=False)
+        obs, _, terminated, truncated, _ = env.step(text)
+        if terminated or truncated:
+            obs, _ = env.reset()
+    state["obs"] = obs
+    return steps / (time.perf_counter() - t0)
+
+
+def ours(collector: Any) -> tuple[float, float, Any]:
+    """One rollout of the training collector; (env steps/s, generated tokens/s, the rollout)."""
+    rollout, stats = collector.collect()
+    m = stats.metrics()
+    return m["rollout/env_steps_per_s"], m["rollout/tokens_per_s"], rollout
+
+
+@torch.no_grad()
+def limit_loop(policy: Any, encs: list[dict[str, torch.Tensor]], lengths: list[int]) -> tuple[float, float]:
+    """Plain batched ``generate`` of recorded prompts, as many new tokens as each recorded batch ran, nothing else."""
+    model = policy.model
+    steps = tokens = 0
+    t0 = time.perf_counter()
+    for enc, length in zip(encs, lengths):
+        seqs = model.generate(**enc, do_sample=True, max_new_tokens=length, min_new_tokens=length,
+                              pad_token_id=policy.pad_token_id)
+        steps += seqs.shape[0]
+        tokens += seqs.shape[0] * (seqs.shape[1] - enc["input_ids"].shape[1])
+    dt = time.perf_counter() - t0
+    return steps / dt, tokens / dt
+
+
+# ------------------------------------------------------------------------------------- one PPO iteration
+def ppo_update(policy: Any, rollout: Any, cfg: DictConfig, optimizer: torch.optim.Optimizer,
+               timers: Timers) -> None:
+    """The update of ``ActorCriticModule.training_step`` (same calls, same loss) over one rollout."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    from vldac_lightning.algo.advantages import compute_gae, standardize
+    from vldac_lightning.algo.losses import vldac_loss
+
+    algo = cfg.algo
+    t0 = time.perf_counter()
+    adv, ret = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
+                           rollout.truncated, float(algo.gamma), float(algo.gae_lambda))
+    adv = standardize(adv) if algo.normalize_advantages else adv
+    generator = torch.Generator().manual_seed(0)
+    minibatches = [mb for _ in range(int(algo.ppo_epochs))
+                   for mb in rollout.minibatches(adv, ret, int(algo.minibatch_size), generator)]
+    timers.seconds["logging"] += time.perf_counter() - t0
+    policy.train()
+    accum = int(algo.grad_accum_steps)
+    for i, mb in enumerate(minibatches):
+        enc = encode_minibatch(policy, mb.steps)
+        R = mb.old_logprobs.shape[1]
+        response_ids = pad_sequence([r.response_ids for r in mb.steps], batch_first=True,
+                                    padding_value=policy.pad_token_id)
+        response_ids = torch.nn.functional.pad(response_ids, (0, R - response_ids.shape[1]),
+                                               value=policy.pad_token_id)
+        t0 = time.perf_counter()
+        logprobs, values = policy.score(enc, response_ids, mb.response_mask, with_values=True)
+        loss, _ = vldac_loss(
+            logprobs, mb.old_logprobs, mb.ref_logprobs if mb.ref_logprobs is not None else mb.old_logprobs,
+            mb.response_mask, mb.advantages, values, mb.returns, clip_eps=float(algo.clip_eps),
+            kl_beta=float(algo.kl_beta), value_coef=float(algo.value_coef), policy_frozen=False,
+            old_values=mb.old_values, value_clip_eps=algo.value_clip_eps)
+        t1 = time.perf_counter()
+        (loss / accum).backward()
+        timers.seconds["model_backward"] += time.perf_counter() - t1
+        if (i + 1) % accum == 0:
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), float(algo.max_grad_norm))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        timers.seconds["update"] += time.perf_counter() - t0
+    policy.eval()
+
+
+def encode_minibatch(policy: Any, steps: list[Any]) -> dict[str, torch.Tensor]:
+    """Model inputs of a minibatch the way ``training_step`` builds them."""
+    if hasattr(policy, "encode_steps"):
+        return policy.encode_steps(steps)
+    return policy.encode([r.obs for r in steps])
+
+
+def ppo_iteration(policy: Any, cfg: DictConfig) -> dict[str, float]:
+    """Seconds of one PPO iteration (rollout + update) at the config's settings, by component."""
+    from vldac_lightning.rollout.collector import RolloutCollector
+
+    n = int(cfg.env.num_envs)
+    steps_per_env = int(cfg.algo.rollout_steps) // n
+    timers = Timers()
+    optimizer = torch.optim.Adam([p for p in policy.parameters() if p.requires_grad], lr=1e-6,
+                                 eps=float(cfg.optimizer.eps))
+    with make_pool(cfg, n, str(cfg.env.pool_mode), base_seed=3) as pool:
+        collector = RolloutCollector(pool, policy, steps_per_env)
+        policy.set_action_names(pool.action_names)
+        collector.reset()
+        timers.wrap(pool, "step", "env_stepping")
+        timers.wrap(policy, "encode", "image_processing")
+        if hasattr(policy, "encode_steps"):
+            timers.wrap(policy, "encode_steps", "image_processing")
+        timers.wrap(policy, "generate", "generation")
+        if hasattr(policy, "generate_scored"):
+            timers.wrap(policy, "generate_scored", "generation")
+        timers.wrap(policy, "score", "value_ref_logprobs")
+        timers.wrap(policy, "value", "value_ref_logprobs")
+        timers.model_forward(policy.model.get_base_model())
+        t0 = time.perf_counter()
+        rollout, stats = collector.collect()
+        rollout_s = time.perf_counter() - t0
+        # score() is also the update's forward: time the rollout's share only.
+        timers.remove()
+        timers.wrap(policy, "encode", "image_processing")
+        if hasattr(policy, "encode_steps"):
+            timers.wrap(policy, "encode_steps", "image_processing")
+        timers.model_forward(policy.model.get_base_model())
+        t1 = time.perf_counter()
+        stats.metrics()
+        timers.seconds["logging"] += time.perf_counter() - t1
+        ppo_update(policy, rollout, cfg, optimizer, timers)
+        update_s = time.perf_counter() - t1
+        timers.remove()
+    s = timers.seconds
+    total = rollout_s + update_s
+    out = {k: round(s[k], 3) for k in ("env_stepping", "image_processing", "generation", "value_ref_logprobs",
+                                       "update", "logging")}
+    out["rollout_total"] = round(rollout_s, 3)
+    out["iteration_total"] = round(total, 3)
+    out["other"] = round(total - sum(s[k] for k in ("env_stepping", "image_processing", "generation",
+                                                      "value_ref_logprobs", "update", "logging")), 3)
+    out["model_forward_backward"] = round(s["model_forward"] + s["model_backward"], 3)
+    out["model_fraction"] = round((s["model_forward"] + s["model_backward"]) / total, 3)
+    out["env_steps"] = int(rollout.num_steps)
+    out["minibatches"] = int(cfg.algo.ppo_epochs) * (int(cfg.algo.rollout_steps) // int(cfg.algo.minibatch_size))
+    return out
+
+
+# ------------------------------------------------------------------------------------- memory
+def vm_hwm_mb(pid: int | str = "self") -> float:
+    """Peak resident set size (VmHWM) of a process in MiB (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def peak_rss(policy: Any, cfg: DictConfig, n: int = 16, steps: int = 4) -> dict[str, Any]:
+    """Peak RSS of each worker of an async pool of ``n`` envs after a short rollout, and of the learner."""
+    from vldac_lightning.rollout.collector import RolloutCollector
+
+    with make_pool(cfg, n, "async", base_seed=5) as pool:
+        collector = RolloutCollector(pool, policy, steps)
+        policy.set_action_names(pool.action_names)
+        collector.collect()
+        workers = [vm_hwm_mb(p.pid) for p in pool.vec.processes]
+    return {
+        "learner_mb": round(max(vm_hwm_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), 1),
+        "worker_mb_median": round(statistics.median(workers), 1),
+        "worker_mb_max": round(max(workers), 1),
+        "workers": len(workers),
+    }
+
+
+# ------------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reps", type=int, default=5, help="interleaved rounds (medians are reported)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 busy cores)")
+    ap.add_argument("--steps", type=int, default=64, help="env steps per measurement (per N and for the reference)")
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_rollout.json"))
+    ap.add_argument("--no-rss", action="store_true", help="skip the async-pool memory measurement")
+    args, overrides = ap.parse_known_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    t_start = time.perf_counter()
+    cfg = compose(overrides)
+    from vldac_lightning.rollout.collector import RolloutCollector
+
+    policy = build_policy(cfg)
+    mode = str(cfg.env.pool_mode)
+    pools = {n: make_pool(cfg, n, mode, base_seed=n) for n in ENV_COUNTS}
+    collectors = {}
+    for n, pool in pools.items():
+        policy.set_action_names(pool.action_names)
+        collectors[n] = RolloutCollector(pool, policy, max(1, args.steps // n))
+        collectors[n].reset()
+    from vldac_lightning.data.datamodule import env_factory
+
+    ref_env = env_factory(cfg.env, str(cfg.model.response_mode))()
+    ref_state: dict[str, Any] = {}
+    # Warm-up (allocator, first-call paths), and the prompts + lengths the limit replays.
+    reference_loop(policy, ref_env, 4, ref_state)
+    _, _, warm = ours(collectors[16])
+    n16 = pools[16].num_envs
+    obs_batches = [[s.obs for s in warm.steps[i:i + n16]] for i in range(0, len(warm.steps), n16)]
+    limit_encs = [policy.encode(b) for b in obs_batches]
+    # A batched generate runs until its longest response ends: replay each recorded batch's length.
+    lengths = [int(m.sum(1).max()) for m in warm.response_mask.split(n16)]
+    length = int(warm.response_mask.sum(1).float().median().item())
+    limit_loop(policy, limit_encs[:1], lengths[:1])
+
+    results: dict[str, list[float]] = defaultdict(list)
+    for rep in range(args.reps):
+        results["reference"].append(reference_loop(policy, ref_env, args.steps // 4, ref_state))
+        for n in ENV_COUNTS:
+            sps, tps, _ = ours(collectors[n])
+            results[f"ours{n}"].append(sps)
+            if n == 16:
+                results["tokens"].append(tps)
+        sps, tps = limit_loop(policy, limit_encs, lengths)
+        results["limit"].append(sps)
+        results["limit_tokens"].append(tps)
+        print(f"round {rep + 1}/{args.reps}: " + ", ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()),
+              flush=True)
+    for pool in pools.values():
+        pool.close()
+    ref_env.close()
+
+    med = {k: statistics.median(v) for k, v in results.items()}
+    ratios = {k: [a / b for a, b in zip(results["ours16"], results[k])] for k in ("reference", "limit")}
+    breakdown = ppo_iteration(policy, cfg)
+    print(f"one PPO iteration: {breakdown}", flush=True)
+    memory = None if args.no_rss else peak_rss(policy, cfg)
+    if memory:
+        print(f"peak RSS (async pool of 16): {memory}", flush=True)
+    out = {
+        "model": str(cfg.model.source if cfg.model.source == "tiny" else cfg.model.name_or_path),
+        "env": str(cfg.env.id),
+        "pool_mode": mode,
+        "reps": args.reps,
+        "torch_threads": args.threads,
+        "response_tokens": length,
+        "reference_steps_per_s": round(med["reference"], 2),
+        "ours_steps_per_s": {str(n): round(med[f"ours{n}"], 2) for n in ENV_COUNTS},
+        "limit_steps_per_s": round(med["limit"], 2),
+        "tokens_per_s": round(med["tokens"], 1),
+        "limit_tokens_per_s": round(med["limit_tokens"], 1),
+        # Ratios within each round (measured minutes apart at most), then the median over rounds:
+        # robust to the bursty load of a shared machine, unlike a ratio of separate medians.
+        "ratio_ours16_reference": round(statistics.median(ratios["reference"]), 2),
+        "ratio_ours16_limit": round(statistics.median(ratios["limit"]), 3),
+        "ratios_per_round": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
+        "breakdown": breakdown,
+        "peak_rss_mb": memory,
+        "wall_s": round(time.perf_counter() - t_start, 1),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
