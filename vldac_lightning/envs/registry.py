@@ -20,11 +20,17 @@ __all__ = ["ENV_IDS", "ENV_REGISTRY", "EnvEntry", "make_language_env", "make_nat
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """How to build one env id: its native factory and its prompt game key."""
+    """How to build one env id: its native factory and its prompt game key.
 
-    native_factory: Callable[..., gym.Env]  # called with env_kwargs
+    Envs whose action set is not a fixed ``Discrete`` space (ALFWorld: admissible commands change
+    every step) give a ``language_factory`` instead; it is called with ``**env_kwargs`` plus the
+    LanguageEnv keyword arguments and returns an env speaking the same protocol.
+    """
+
+    native_factory: Callable[..., gym.Env] | None  # called with env_kwargs
     game: str  # key into envs/prompts/*.yaml
     defaults: Mapping[str, Any] | None = None  # LanguageEnv kwargs this env family defaults to
+    language_factory: Callable[..., gym.Env] | None = None
 
 
 def _gym_make(env_id: str, module: str) -> Callable[..., gym.Env]:
@@ -39,6 +45,12 @@ def _gym_make(env_id: str, module: str) -> Callable[..., gym.Env]:
     return factory
 
 
+def _alfworld(**kwargs: Any) -> gym.Env:
+    from .alfworld.env import AlfworldEnv  # lazy: TextWorld/ALFWorld load only when used
+
+    return AlfworldEnv(**kwargs)
+
+
 _GYM_CARDS = "vldac_lightning.envs.gym_cards"
 
 ENV_REGISTRY: dict[str, EnvEntry] = {
@@ -46,6 +58,7 @@ ENV_REGISTRY: dict[str, EnvEntry] = {
     "gym_cards/EZPoints-v0": EnvEntry(_gym_make("gym_cards/EZPoints-v0", _GYM_CARDS), "ezpoints"),
     "gym_cards/Points24-v0": EnvEntry(_gym_make("gym_cards/Points24-v0", _GYM_CARDS), "points24"),
     "gym_cards/Blackjack-v0": EnvEntry(_gym_make("gym_cards/Blackjack-v0", _GYM_CARDS), "blackjack"),
+    "alfworld/AlfWorld-v0": EnvEntry(None, "alfworld", language_factory=_alfworld),
 }
 ENV_IDS: tuple[str, ...] = tuple(ENV_REGISTRY)
 
@@ -67,12 +80,15 @@ def _entry(env_id: str) -> EnvEntry:
 
 def make_native_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
     """The native (image, discrete-action) env of ``env_id``."""
-    return _entry(env_id).native_factory(**dict(env_kwargs or {}))
+    entry = _entry(env_id)
+    if entry.native_factory is None:
+        raise ValueError(f"env id {env_id!r} has no native discrete-action env; use make_language_env")
+    return entry.native_factory(**dict(env_kwargs or {}))
 
 
 def make_language_env(
     env_id: str | Mapping[str, Any], *, env_kwargs: Mapping[str, Any] | None = None, **kwargs: Any
-) -> LanguageEnv:
+) -> LanguageEnv | gym.Env:
     """Build ``LanguageEnv(native env of env_id, game=<its game>, **kwargs)``.
 
     ``env_kwargs`` go to the native env (e.g. ``max_position``, ``reward_profile``); the other
@@ -92,6 +108,9 @@ def make_language_env(
     if "game" in kwargs:
         raise TypeError("'game' is derived from the env id; do not pass it")
     options = {**dict(entry.defaults or {}), **kwargs}
+    if entry.language_factory is not None:
+        return entry.language_factory(**dict(env_kwargs or {}), **options)
+    assert entry.native_factory is not None
     native = entry.native_factory(**dict(env_kwargs or {}))
     try:
         return LanguageEnv(native, game=entry.game, **options)
