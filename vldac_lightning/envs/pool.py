@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
-__all__ = ["EnvPool", "EpisodeStats", "PoolStep", "eval_seeds", "train_seeds"]
+__all__ = ["EnvPool", "EpisodeStats", "PoolStep", "eval_seeds", "success_by_task_type", "train_seeds"]
 
 _SEEDS_PER_BASE = 10_000
 _EVAL_OFFSET = 1_000_000_000  # train seeds live in [0, 1e9), eval seeds in [1e9, 2e9)
@@ -49,6 +49,16 @@ class EpisodeStats:
     success: bool
     parse_failures: int
     invalid_actions: int  # steps with action_valid False (parse failures included)
+    task_type: str | None = None  # the env's info["task_type"] (ALFWorld), for per-type success
+
+
+def success_by_task_type(episodes: Sequence[EpisodeStats], prefix: str) -> dict[str, float]:
+    """``{prefix}/success_rate/<task type>`` over the episodes whose env reports a task type."""
+    groups: dict[str, list[bool]] = {}
+    for ep in episodes:
+        if ep.task_type:
+            groups.setdefault(ep.task_type, []).append(ep.success)
+    return {f"{prefix}/success_rate/{t}": float(np.mean(v)) for t, v in sorted(groups.items())}
 
 
 @dataclass
@@ -201,6 +211,7 @@ class EnvPool:
                     success=bool(info.get("success", self._returns[i] > 0)),
                     parse_failures=int(self._parse_failures[i]),
                     invalid_actions=int(self._invalid[i]),
+                    task_type=str(info["task_type"]) if info.get("task_type") else None,
                 )
             )
             self._episode_index[i] += 1
