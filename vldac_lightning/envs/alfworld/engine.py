@@ -10,14 +10,42 @@ THOR; here they are computed from the same predicates in the text engine).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from .generator import _ensure_alfworld_data
 
-__all__ = ["AlfredEngine", "EngineState", "TaskInfo"]
+__all__ = ["AlfredEngine", "EngineState", "TaskInfo", "install_translation_cache"]
+
+
+@lru_cache(maxsize=1)
+def install_translation_cache(maxsize: int = 32) -> None:
+    """Memoise Fast Downward's PDDL → SAS translation inside this process.
+
+    TextWorld translates a game's PDDL twice per ``PddlState`` (plain + optimised for replanning)
+    and builds a state on ``load`` *and* on every ``reset``; the planner check builds one more. The
+    translation is a pure function of its text arguments and PddlState only reads the returned
+    task, so caching it turns the 6 translations a new game cost into 2, and a replayed game's
+    reset (evaluation seeds repeat) into none. Also restores ``sys.argv``, which the translator
+    overwrites.
+    """
+    import fast_downward
+
+    translate = fast_downward.pddl2sas
+
+    @lru_cache(maxsize=maxsize)
+    def pddl2sas(domain: str, problem: str, verbose: bool = False, optimize: bool = False) -> Any:
+        argv = sys.argv
+        try:
+            return translate(domain, problem, verbose=verbose, optimize=optimize)
+        finally:
+            sys.argv = argv
+
+    fast_downward.pddl2sas = pddl2sas
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,7 @@ class AlfredEngine:
 
     def __init__(self) -> None:
         _ensure_alfworld_data()
+        install_translation_cache()
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
         from textworld.envs import PddlEnv

@@ -108,6 +108,9 @@ def _planner() -> tuple[Any, Any]:
     import fast_downward
     from textworld.envs.pddl import logic as pddl_logic
 
+    from .engine import install_translation_cache
+
+    install_translation_cache()
     tables = _tables()
     # The goal sentence only changes text, never the logic: one parse of domain + grammar serves all.
     return fast_downward.load_lib(), pddl_logic.GameLogic(domain=tables.domain, grammar=tables.grammar)
