@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -149,10 +149,6 @@ class GameSpec:
     receptacles: tuple[tuple[str, str], ...]  # (id, type)
     objects: tuple[tuple[str, str, str], ...]  # (id, type, receptacle id)
     problem: str = field(repr=False)
-
-    @property
-    def game_id(self) -> str:
-        return f"{self.split}/{self.index}"
 
 
 def game_dir_name(spec: GameSpec) -> str:
@@ -289,12 +285,12 @@ def generate_game(split: str, index: int, task_type: str | None = None, *, attem
         object_target=obj_type, parent_target=None if light else target, toggle_target=target if light else None,
         goal_text=goal_text, receptacles=tuple(receptacles), objects=tuple(objects),
     )
-    problem = _problem(tables, task_type, obj_type, target, receptacles, objects, lamp_id, rng, f"{split}_{index}")
+    problem = _problem(tables, task_type, obj_type, target, receptacles, objects, lamp_id, f"{split}_{index}")
     return GameSpec(**spec_kwargs, problem=problem)
 
 
 def _problem(tables: _Tables, task_type: str, obj_type: str, target: str, receptacles: Sequence[tuple[str, str]],
-             objects: Sequence[tuple[str, str, str]], lamp_id: str | None, rng: random.Random, name: str) -> str:
+             objects: Sequence[tuple[str, str, str]], lamp_id: str | None, name: str) -> str:
     """The PDDL problem (alfworld's layout: objects, types as constants, init facts, goal)."""
     locations = {rid: f"loc_bar_{i + 1}" for i, (rid, _) in enumerate(receptacles)}
     start = f"loc_bar_{len(receptacles) + 1}"
@@ -330,7 +326,6 @@ def _problem(tables: _Tables, task_type: str, obj_type: str, target: str, recept
 
     goal = tables.goals[task_type]["pddl"].format(obj=obj_type, recep=target, toggle=target, mrecep="")
     goal = goal.replace("#", "-")  # goal_library writes types as "?x # type"
-    del rng  # the problem text is a pure function of the drawn scene
     nl = "\n        "
     return (
         f"(define (problem plan_{name})\n    (:domain alfred)\n    (:objects\n        {nl.join(decl)}\n    )\n"
@@ -369,7 +364,3 @@ def traj_data(spec: GameSpec) -> dict[str, Any]:
         "generator": {"version": GENERATOR_VERSION, "split": spec.split, "index": spec.index, "attempt": spec.attempt},
     }
 
-
-def task_type_of(traj: Mapping[str, Any]) -> str:
-    """Task type of an official or generated ``traj_data.json``."""
-    return str(traj.get("task_type", "unknown"))
