@@ -168,3 +168,19 @@ def test_bad_options_are_rejected(make_env: Any) -> None:
                         ({"gc_reward": "sum"}, "gc_reward")):
         with pytest.raises(ValueError, match=key):
             make_env(**kwargs)
+
+
+def test_replaying_a_game_starts_from_its_initial_state(make_env: Any) -> None:
+    """Fast Downward's translation is memoised per process: a replay must not inherit the last play's state."""
+    import sys
+
+    argv = list(sys.argv)
+    env = make_env(split_sizes={"train": 12})
+    first, _ = env.reset(seed=HEAT)
+    commands = env.admissible_commands
+    assert play_expert(env)[-1][1]["won"]
+    again, info = env.reset(seed=HEAT)
+    assert again["text"] == first["text"] and env.admissible_commands == commands
+    assert not info["won"] and info["goal_condition_success"] == 0.0
+    assert np.array_equal(again["images"], first["images"])
+    assert sys.argv == argv  # the translator overwrites sys.argv; the cache wrapper restores it
