@@ -9,6 +9,9 @@ PY=${PYTHON:-python3}
 VENV=${VLDAC_VENV:-.venv}
 TORCH_SPEC=${VLDAC_TORCH_SPEC:-torch==2.13.0}
 EXTRAS=${VLDAC_EXTRAS:-dev}
+# env=alfworld works out of the box: the alfworld extra is part of the default install. Installing
+# it compiles ALFWorld's planner (fast-downward-textworld, ≈ 4-5 min on 2 cores) and pulls spaCy.
+[ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,alfworld"
 stamp="$VENV/.vldac-installed"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
@@ -16,6 +19,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "[setup] creating $VENV (torch: $TORCH_SPEC, extras: $EXTRAS)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+# fast-downward-textworld's build runs a bare `python build.py`: make that the venv's interpreter
+# (another python on PATH, e.g. a pyenv shim, fails inside pip's isolated build env).
+case "$VENV" in /*) export PATH="$VENV/bin:$PATH" ;; *) export PATH="$PWD/$VENV/bin:$PATH" ;; esac
 "$VENV/bin/python" -m pip install -q --upgrade pip
 # torch first, on its own, so the project's range (torch>=2.4,<2.15) is already satisfied.
 # shellcheck disable=SC2086

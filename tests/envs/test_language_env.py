@@ -268,7 +268,7 @@ EXPECTED_WORDS = {
 }
 
 
-@pytest.mark.parametrize("env_id", ENV_IDS)
+@pytest.mark.parametrize("env_id", [e for e in ENV_IDS if e.startswith("gym_cards/")])  # ALFWorld: tests/envs/alfworld
 @pytest.mark.parametrize("version", ["rl4vlm", "action_only"])
 def test_real_envs_with_oracle(env_id: str, version: str) -> None:
     mode = "json" if version == "rl4vlm" else "action_only"

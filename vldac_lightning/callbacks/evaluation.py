@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from vldac_lightning.envs.pool import success_by_task_type
 from vldac_lightning.rollout.collector import run_episodes
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def episode_metrics(episodes: list[Any], prefix: str = "eval") -> dict[str, floa
         f"{prefix}/episode_length": float(length.compute()),
         f"{prefix}/parse_failure_rate": float(parse.compute()),
         f"{prefix}/episodes": float(len(episodes)),
+        **success_by_task_type(episodes, prefix),  # ALFWorld: one rate per task type
     }
 
 

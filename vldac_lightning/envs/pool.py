@@ -28,7 +28,16 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
-__all__ = ["EnvPool", "EnvPoolError", "EpisodeStats", "PoolStep", "episode_seed", "eval_seeds", "train_seeds"]
+__all__ = [
+    "EnvPool",
+    "EnvPoolError",
+    "EpisodeStats",
+    "PoolStep",
+    "episode_seed",
+    "eval_seeds",
+    "success_by_task_type",
+    "train_seeds",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,16 @@ class EpisodeStats:
     success: bool
     parse_failures: int
     invalid_actions: int  # steps with action_valid False (parse failures included)
+    task_type: str | None = None  # the env's info["task_type"] (ALFWorld), for per-type success
+
+
+def success_by_task_type(episodes: Sequence[EpisodeStats], prefix: str) -> dict[str, float]:
+    """``{prefix}/success_rate/<task type>`` over the episodes whose env reports a task type."""
+    groups: dict[str, list[bool]] = {}
+    for ep in episodes:
+        if ep.task_type:
+            groups.setdefault(ep.task_type, []).append(ep.success)
+    return {f"{prefix}/success_rate/{t}": float(np.mean(v)) for t, v in sorted(groups.items())}
 
 
 @dataclass
@@ -393,6 +412,7 @@ class EnvPool:
                 episode_index=self._episode_index[i], episode_return=float(self._returns[i]),
                 length=int(self._lengths[i]), success=bool(info.get("success", self._returns[i] > 0)),
                 parse_failures=int(self._parse_failures[i]), invalid_actions=int(self._invalid[i]),
+                task_type=str(info["task_type"]) if info.get("task_type") else None,
             ))
             ended.append(i)
         for i, error in errors.items():

@@ -29,11 +29,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class EnvEntry:
-    """How to build one env id: its native factory and its prompt game key."""
+    """How to build one env id: its native factory and its prompt game key.
 
-    native_factory: Callable[..., gym.Env]  # called with env_kwargs
+    Envs whose action set is not a fixed ``Discrete`` space (ALFWorld: admissible commands change
+    every step) give a ``language_factory`` instead; it is called with ``**env_kwargs`` plus the
+    LanguageEnv keyword arguments and returns an env speaking the same protocol.
+    """
+
+    native_factory: Callable[..., gym.Env] | None  # called with env_kwargs
     game: str  # key into envs/prompts/*.yaml
     defaults: Mapping[str, Any] | None = None  # LanguageEnv kwargs this env family defaults to
+    language_factory: Callable[..., gym.Env] | None = None
     requires: tuple[str, ...] = ()  # importable modules the simulator needs (checked before use)
     extra: str | None = None  # the pip extra that installs them: vldac_lightning[<extra>]
 
@@ -61,6 +67,12 @@ def _gym_make(env_id: str, module: str) -> Callable[..., gym.Env]:
     return factory
 
 
+def _alfworld(**kwargs: Any) -> gym.Env:
+    from .alfworld.env import AlfworldEnv  # lazy: TextWorld/ALFWorld load only when used
+
+    return AlfworldEnv(**kwargs)
+
+
 _GYM_CARDS = "vldac_lightning.envs.gym_cards"
 
 ENV_REGISTRY: dict[str, EnvEntry] = {
@@ -68,6 +80,8 @@ ENV_REGISTRY: dict[str, EnvEntry] = {
     "gym_cards/EZPoints-v0": EnvEntry(_gym_make("gym_cards/EZPoints-v0", _GYM_CARDS), "ezpoints"),
     "gym_cards/Points24-v0": EnvEntry(_gym_make("gym_cards/Points24-v0", _GYM_CARDS), "points24"),
     "gym_cards/Blackjack-v0": EnvEntry(_gym_make("gym_cards/Blackjack-v0", _GYM_CARDS), "blackjack"),
+    "alfworld/AlfWorld-v0": EnvEntry(None, "alfworld", language_factory=_alfworld,
+                                     requires=("alfworld", "textworld"), extra="alfworld"),
 }
 ENV_IDS: tuple[str, ...] = tuple(ENV_REGISTRY)
 
@@ -88,10 +102,13 @@ def _entry(env_id: str) -> EnvEntry:
 
 
 def _native(env_id: str, env_kwargs: Mapping[str, Any] | None) -> gym.Env:
+    entry = _entry(env_id)
+    if entry.native_factory is None:
+        raise ValueError(f"env id {env_id!r} has no native discrete-action env; use make_language_env")
     hint = missing_requirement(env_id)
     if hint is not None:
         raise ModuleNotFoundError(hint)
-    return _entry(env_id).native_factory(**dict(env_kwargs or {}))
+    return entry.native_factory(**dict(env_kwargs or {}))
 
 
 def make_native_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
@@ -101,7 +118,7 @@ def make_native_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) ->
 
 def make_language_env(
     env_id: str | Mapping[str, Any], *, env_kwargs: Mapping[str, Any] | None = None, **kwargs: Any
-) -> LanguageEnv:
+) -> LanguageEnv | gym.Env:
     """Build ``LanguageEnv(native env of env_id, game=<its game>, **kwargs)``.
 
     ``env_kwargs`` go to the native env (e.g. ``max_position``, ``reward_profile``); the other
@@ -121,6 +138,11 @@ def make_language_env(
     if "game" in kwargs:
         raise TypeError("'game' is derived from the env id; do not pass it")
     options = {**dict(entry.defaults or {}), **kwargs}
+    if entry.language_factory is not None:
+        hint = missing_requirement(env_id)
+        if hint is not None:
+            raise ModuleNotFoundError(hint)
+        return entry.language_factory(**dict(env_kwargs or {}), **options)
     native = _native(env_id, env_kwargs)
     try:
         return LanguageEnv(native, game=entry.game, **options)

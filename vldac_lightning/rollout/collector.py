@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vldac_lightning.envs.pool import success_by_task_type
 from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.rollout.buffer import Rollout
 
@@ -58,6 +59,7 @@ class RolloutStats:
             out[f"{prefix}/success_rate"] = float(np.mean([float(e.success) for e in self.episodes]))
             out[f"{prefix}/episode_length"] = float(np.mean([e.length for e in self.episodes]))
             out[f"{prefix}/episodes"] = float(len(self.episodes))
+            out.update(success_by_task_type(self.episodes, prefix))
         return out
 
 
