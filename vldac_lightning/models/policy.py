@@ -5,8 +5,8 @@ call, then old log-probs, reference log-probs and values — and ``score`` recom
 values for a PPO minibatch with gradients. Both score the distribution that was actually sampled.
 
 Throughput (experiments/bench_rollout.py): ``act`` runs one ``generate`` and at most one more
-forward. π_old is recorded while sampling, from the very distribution sampled, V(s)
-from the hidden state of the last prompt token captured during the prefill, and only the reference
+forward. π_old is recorded while sampling, from the very distribution sampled; V(s) comes from
+the hidden state of the last prompt token captured during the prefill; only the reference
 log-probs (adapter disabled) need a forward of their own. The processor runs once per observation:
 ``act`` returns each step's encoded inputs, which PPO epochs re-batch with :meth:`VLMPolicy.collate`.
 """
@@ -98,7 +98,8 @@ class FrameCache:
             rows = processed["image_grid_thw"].prod(-1).tolist()
             start = 0
             for i, k in enumerate(new):
-                pixels = processed["pixel_values"][start:start + int(rows[i])]
+                # A copy, so evicting an entry frees its memory (a view would pin the whole batch).
+                pixels = processed["pixel_values"][start:start + int(rows[i])].clone()
                 start += int(rows[i])
                 self.entries[k] = (pixels, processed["image_grid_thw"][i], texts[i])
                 self.nbytes += pixels.numel() * pixels.element_size()
@@ -339,8 +340,9 @@ class VLMPolicy(nn.Module):
 
         The log-probs are recorded by :class:`PolicyLogitsProcessor` from the distribution each
         token was drawn from (``generate`` has no other processor: see
-        ``loading.neutral_generation_config``), and the hidden state is the LM head's input (the last layer's normalised output) at the
-        prefill's last position, the state :meth:`score` and :meth:`value` read. No extra forward for either.
+        ``loading.neutral_generation_config``), and the hidden state is the LM head's input (the
+        last layer's normalised output) at the prefill's last position, the state :meth:`score`
+        and :meth:`value` read. No extra forward for either.
         """
         P = enc["input_ids"].shape[1]
         processor = PolicyLogitsProcessor(self.sampling, prompt_length=P, trie=self.trie, support=self.support,
