@@ -265,6 +265,7 @@ EXPECTED_WORDS = {
     "gym_cards/EZPoints-v0": "evaluates to 12",
     "gym_cards/Points24-v0": "evaluates to 24",
     "gym_cards/Blackjack-v0": '"stand", "hit"',
+    **{f"miniworld/{task}-v0": "3: move back" for task in ("OneRoom", "Hallway", "FourRooms", "WallGap")},
 }
 
 

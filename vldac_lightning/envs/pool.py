@@ -10,6 +10,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+from .frames import FrameHistory
+
 __all__ = ["EnvPool", "EpisodeStats", "PoolStep", "eval_seeds", "train_seeds"]
 
 _SEEDS_PER_BASE = 10_000
@@ -55,7 +57,8 @@ class EpisodeStats:
 class PoolStep:
     """The result of :meth:`EnvPool.step` (per-env lists are indexed by env)."""
 
-    # {"images": [n, H, W, 3] uint8, "text": str}; for ended envs the NEXT episode's first observation
+    # {"images": [n, H, W, 3] uint8 (read-only; shares frames with the env's earlier observations),
+    #  "text": str}; for ended envs the NEXT episode's first observation
     obs: list[dict[str, Any]]
     rewards: np.ndarray  # [N] float32
     terminated: np.ndarray  # [N] bool
@@ -129,6 +132,8 @@ class EnvPool:
         self._action_names: tuple[str, ...] | None = None
         self._episode_seeds: list[int | None] = [None] * self.num_envs
         self._episode_index = [0] * self.num_envs
+        # Observations share their history frames across steps, so a rollout stores each frame once.
+        self._frames = [FrameHistory() for _ in range(self.num_envs)]
         self._zero_counters()
 
     @staticmethod
@@ -235,4 +240,7 @@ class EnvPool:
     # --- helpers ---------------------------------------------------------------------------
     def _split_obs(self, obs: Mapping[str, Any]) -> list[dict[str, Any]]:
         images, counts, texts = obs["images"], obs["num_images"], obs["text"]
-        return [_obs_item(images[i], counts[i], texts[i]) for i in range(self.num_envs)]
+        return [
+            {"images": self._frames[i].push(images[i][: int(counts[i])]), "text": str(texts[i])}
+            for i in range(self.num_envs)
+        ]

@@ -47,6 +47,12 @@ ENV_REGISTRY: dict[str, EnvEntry] = {
     "gym_cards/Points24-v0": EnvEntry(_gym_make("gym_cards/Points24-v0", _GYM_CARDS), "points24"),
     "gym_cards/Blackjack-v0": EnvEntry(_gym_make("gym_cards/Blackjack-v0", _GYM_CARDS), "blackjack"),
 }
+
+# MiniWorld (SPEC §4): an episode that ends without reward gets -1 on its last step.
+_MINIWORLD = "vldac_lightning.envs.miniworld"
+for _task in ("OneRoom", "Hallway", "FourRooms", "WallGap"):
+    _id = f"miniworld/{_task}-v0"
+    ENV_REGISTRY[_id] = EnvEntry(_gym_make(_id, _MINIWORLD), "miniworld", {"end_penalty": -1.0})
 ENV_IDS: tuple[str, ...] = tuple(ENV_REGISTRY)
 
 
