@@ -20,6 +20,7 @@ from vldac_lightning.envs import (
     make_language_env,
     parse_action,
 )
+from tests.envs.miniworld_support import require_miniworld
 
 
 class FakeLineEnv(gym.Env):
@@ -272,6 +273,8 @@ EXPECTED_WORDS = {
 @pytest.mark.parametrize("env_id", ENV_IDS)
 @pytest.mark.parametrize("version", ["rl4vlm", "action_only"])
 def test_real_envs_with_oracle(env_id: str, version: str) -> None:
+    if env_id.startswith("miniworld/"):
+        require_miniworld()
     mode = "json" if version == "rl4vlm" else "action_only"
     env = make_language_env(env_id, prompt_version=version, response_mode=mode, state_in_text=True)
     obs, _ = env.reset(seed=123)
