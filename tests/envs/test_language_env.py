@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from tests.envs.miniworld_support import require_miniworld
 from vldac_lightning.envs import (
     ENV_IDS,
     LanguageEnv,
@@ -20,7 +21,6 @@ from vldac_lightning.envs import (
     make_language_env,
     parse_action,
 )
-from tests.envs.miniworld_support import require_miniworld
 
 
 class FakeLineEnv(gym.Env):

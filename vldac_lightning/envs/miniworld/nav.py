@@ -17,6 +17,8 @@ code, which wraps the unchanged task in a 128-step time limit.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from typing import Any
 
@@ -41,7 +43,9 @@ ACTION_MEANINGS = ("turn left", "turn right", "move forward", "move back")
 def _make_simulator(sim_id: str, **kwargs: Any) -> gym.Env:
     import_miniworld()  # headless setup first; registers MiniWorld-* ids
     try:
-        return gym.make(sim_id, disable_env_checker=True, **kwargs)
+        # miniworld prints "Falling back to num_samples=4" (MSAA) on stdout for every env: noise.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return gym.make(sim_id, disable_env_checker=True, **kwargs)
     except MiniWorldUnavailable:
         raise
     except (ImportError, OSError) as e:
