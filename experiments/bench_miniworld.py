@@ -65,15 +65,18 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
+    load_before = os.getloadavg()[0]  # other processes on the machine skew everything: record it
     rows = [measure(args.env, n, "async", width, height, args.seconds) for n in args.workers]
     rows.append(measure(args.env, max(args.workers), "sync", width, height, args.seconds))
     base = rows[0]["steps_per_s"]
-    print(f"{args.env} at {width}x{height}, {os.cpu_count()} CPUs")
+    load = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+    print(f"{args.env} at {width}x{height}, {os.cpu_count()} CPUs, 1-min load average {load[0]} -> {load[1]}")
     for r in rows:
         r["speedup_vs_1"] = round(r["steps_per_s"] / base, 2)
         print(f"  {r['mode']:5s} {r['workers']:2d} workers: {r['steps_per_s']:7.1f} env steps/s "
               f"(x{r['speedup_vs_1']:.2f}), start-up {r['startup_s']:.1f} s")
     out = {"env": args.env, "size": [width, height], "cpus": os.cpu_count(), "machine": platform.machine(),
+           "load_average_1min": load,
            "seconds": args.seconds, "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -60,3 +60,9 @@ def test_other_tasks_compose_with_the_gpu_recipe(compose_train_cfg: Compose) -> 
     cfg = compose_train_cfg(["experiment=paper_oneroom_qwen2vl_7b", "env=miniworld/wallgap"])
     validate_config(cfg)
     assert cfg.env.id == "miniworld/WallGap-v0" and cfg.model.dtype == "bfloat16"
+
+
+def test_evaluate_composes_on_miniworld(compose_train_cfg: Compose) -> None:
+    cfg = compose_train_cfg(["env=miniworld/hallway", "ckpt_path=/some/last.ckpt"], config_name="evaluate.yaml")
+    validate_config(cfg)
+    assert cfg.env.id == "miniworld/Hallway-v0" and cfg.num_episodes == 50
