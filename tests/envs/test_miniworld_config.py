@@ -32,7 +32,7 @@ def test_miniworld_env_model_combinations_compose_and_validate(compose_train_cfg
     assert cfg.env.id in ENV_IDS and cfg.env.id.lower() == f"{env}-v0"
     # Table 6 (MiniWorld) and the SPEC's episode rules
     assert (cfg.algo.gamma, cfg.algo.gae_lambda, cfg.env.image_history) == (0.99, 0.95, 4)
-    assert cfg.env.max_episode_steps == 128 and cfg.env.parse_failure == "random"
+    assert cfg.env.max_episode_steps == 128 and cfg.env.end_penalty == -1.0 and cfg.env.parse_failure == "random"
     assert (cfg.env.env_kwargs.obs_width, cfg.env.env_kwargs.obs_height) == (80, 60)
 
 
@@ -66,3 +66,22 @@ def test_evaluate_composes_on_miniworld(compose_train_cfg: Compose) -> None:
     cfg = compose_train_cfg(["env=miniworld/hallway", "ckpt_path=/some/last.ckpt"], config_name="evaluate.yaml")
     validate_config(cfg)
     assert cfg.env.id == "miniworld/Hallway-v0" and cfg.num_episodes == 50
+
+
+@pytest.mark.parametrize("value, want", [(-2.0, -2.0), (None, None)])
+def test_the_env_thunk_passes_end_penalty_from_the_config(value: float | None, want: float | None) -> None:
+    from vldac_lightning.envs.factory import LanguageEnvThunk
+
+    spec = {"id": "gym_cards/NumberLine-v0", "image_history": 1, "max_episode_steps": 5, "parse_failure": "random",
+            "parse_failure_penalty": -1.0, "end_penalty": value}
+    env = LanguageEnvThunk(spec, "action_only")()
+    try:
+        assert env.end_penalty == want
+    finally:
+        env.close()
+    del spec["end_penalty"]  # absent: the family default (gym-cards: none)
+    env = LanguageEnvThunk(spec, "action_only")()
+    try:
+        assert env.end_penalty is None
+    finally:
+        env.close()
