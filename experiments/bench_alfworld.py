@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -43,7 +44,7 @@ def main() -> None:
     import fast_downward
 
     env = AlfworldEnv(source="generated", cache_dir=str(tmp / "games"), response_mode="json")
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     resets, replays, steps, t_steps = [], [], 0, 0.0
     seed = 1
     env.reset(seed=seed)  # warm

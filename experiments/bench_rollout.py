@@ -281,7 +281,7 @@ def peak_rss(policy: Any, cfg: DictConfig, n: int = 16, steps: int = 4) -> dict[
         collector = RolloutCollector(pool, policy, steps)
         policy.set_action_names(pool.action_names)
         collector.collect()
-        workers = [vm_hwm_mb(p.pid) for p in pool.vec.processes]
+        workers = [vm_hwm_mb(pid) for pid in pool.pids]
     return {
         "learner_mb": round(max(vm_hwm_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), 1),
         "worker_mb_median": round(statistics.median(workers), 1),

@@ -12,6 +12,26 @@ EXTRAS=${VLDAC_EXTRAS:-dev}
 # env=alfworld works out of the box: the alfworld extra is part of the default install. Installing
 # it compiles ALFWorld's planner (fast-downward-textworld, ≈ 4-5 min on 2 cores) and pulls spaCy.
 [ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,alfworld"
+# MiniWorld is in the default install: its tests run in CI (headless GL packages below).
+[ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,miniworld"
+# MiniWorld renders with OpenGL; headless that is EGL + Mesa's software renderer (Debian/Ubuntu
+# packages). Checked on every run (cheap); installed only when missing and we are root.
+GL_PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglu1-mesa"
+if command -v dpkg >/dev/null 2>&1; then
+  missing=$(for p in $GL_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || printf '%s ' "$p"; done)
+  if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "[setup] installing headless OpenGL for MiniWorld: $missing" >&2
+      # shellcheck disable=SC2086
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+          $missing >/dev/null; } || echo "[setup] WARNING: apt-get failed; MiniWorld tests will fail until $missing are installed" >&2
+    else
+      echo "[setup] MiniWorld needs headless OpenGL; run: sudo apt-get install -y --no-install-recommends $missing" >&2
+    fi
+  fi
+else
+  echo "[setup] not Debian/Ubuntu: install EGL + Mesa (libEGL, libGL, libGLU, Mesa DRI) for MiniWorld yourself" >&2
+fi
 stamp="$VENV/.vldac-installed"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

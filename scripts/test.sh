@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# setup.sh installs MiniWorld and headless GL: a test that cannot render fails here instead of skipping.
+export VLDAC_REQUIRE_MINIWORLD=${VLDAC_REQUIRE_MINIWORLD:-1}
 exec .venv/bin/python -m pytest -q "$@"

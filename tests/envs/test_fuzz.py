@@ -18,7 +18,7 @@ from vldac_lightning.envs.registry import ENV_REGISTRY, make_language_env
 N_OUTPUTS = 10_000  # through step() (which parses) in the JSON mode every env defaults to
 N_ACTION_ONLY = 2_000  # the constrained-decoding mode's parser is a strict lookup: fewer suffice
 # Simulators slower than ~1,000 steps/s step a sample of the outputs; all are still parsed.
-STEPS_PER_ENV = {"miniworld": 1_000, "alfworld": 300}
+STEPS_PER_ENV = {"miniworld": 300, "alfworld": 300}
 
 
 def _steps_for(env_id: str, n: int) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from tests.envs.miniworld_support import require_miniworld
 from vldac_lightning.envs import (
     ENV_IDS,
     LanguageEnv,
@@ -265,12 +266,15 @@ EXPECTED_WORDS = {
     "gym_cards/EZPoints-v0": "evaluates to 12",
     "gym_cards/Points24-v0": "evaluates to 24",
     "gym_cards/Blackjack-v0": '"stand", "hit"',
+    **{f"miniworld/{task}-v0": "3: move back" for task in ("OneRoom", "Hallway", "FourRooms", "WallGap")},
 }
 
 
 @pytest.mark.parametrize("env_id", [e for e in ENV_IDS if e.startswith("gym_cards/")])  # ALFWorld: tests/envs/alfworld
 @pytest.mark.parametrize("version", ["rl4vlm", "action_only"])
 def test_real_envs_with_oracle(env_id: str, version: str) -> None:
+    if env_id.startswith("miniworld/"):
+        require_miniworld()
     mode = "json" if version == "rl4vlm" else "action_only"
     env = make_language_env(env_id, prompt_version=version, response_mode=mode, state_in_text=True)
     obs, _ = env.reset(seed=123)

@@ -36,4 +36,6 @@ class LanguageEnvThunk:
             parse_failure_penalty=float(s["parse_failure_penalty"]),
             response_mode=self.response_mode,
             state_in_text=bool(s.get("state_in_text", False)),
+            # Only when the config sets it: otherwise the env family's registry default applies.
+            **({"end_penalty": s["end_penalty"]} if "end_penalty" in s else {}),
         )

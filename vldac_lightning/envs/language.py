@@ -58,6 +58,11 @@ class LanguageEnv(gym.Wrapper):
     observation unchanged; both count toward ``max_episode_steps``. The random action comes from a
     generator of its own, seeded from ``reset(seed=...)``, so that parse failures do not shift the
     native env's RNG stream (card deals stay comparable across policies on the same seed).
+
+    ``end_penalty`` (None = off; MiniWorld: −1) is the reward of the step that ends an episode —
+    terminated, truncated by the native env or cut at ``max_episode_steps`` — when that step
+    earned no positive reward (``min(reward, end_penalty)``, as the reference code's "done and
+    reward <= 0 -> -1"). It is an ordinary reward, so it reaches the GAE targets.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class LanguageEnv(gym.Wrapper):
         parse_failure_penalty: float = -1.0,
         response_mode: str = "json",
         state_in_text: bool = False,
+        end_penalty: float | None = None,
     ) -> None:
         super().__init__(env)
         _check_choice("parse_failure", parse_failure, PARSE_FAILURE_POLICIES)
@@ -100,6 +106,7 @@ class LanguageEnv(gym.Wrapper):
         self.parse_failure_penalty = float(parse_failure_penalty)
         self.response_mode = response_mode
         self.state_in_text = bool(state_in_text)
+        self.end_penalty = None if end_penalty is None else float(end_penalty)
         self._parse_mode = "json" if response_mode == "json" else "action_only"
 
         h, w, _ = obs_space.shape
@@ -157,10 +164,12 @@ class LanguageEnv(gym.Wrapper):
         else:  # "penalty": no env step, observation unchanged
             index, native_valid, reward = -1, True, self.parse_failure_penalty
         self._steps += 1
-        self._return += reward
         terminated, truncated = bool(terminated), bool(truncated)
         if not terminated and self._steps >= self.max_episode_steps:
             truncated = True
+        if self.end_penalty is not None and (terminated or truncated) and reward <= 0:
+            reward = min(reward, self.end_penalty)
+        self._return += reward
         info = self._info(
             parse_ok=result.parse_ok,
             action_valid=ok and native_valid,

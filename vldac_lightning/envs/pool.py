@@ -28,6 +28,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
+from .frames import FrameHistory
+
 __all__ = [
     "EnvPool",
     "EnvPoolError",
@@ -111,7 +113,8 @@ def success_by_task_type(episodes: Sequence[EpisodeStats], prefix: str) -> dict[
 class PoolStep:
     """The result of :meth:`EnvPool.step` (per-env lists are indexed by env)."""
 
-    # {"images": [n, H, W, 3] uint8, "text": str}; for ended envs the NEXT episode's first observation
+    # {"images": [n, H, W, 3] uint8 (read-only; shares frames with the env's earlier observations),
+    #  "text": str}; for ended envs the NEXT episode's first observation
     obs: list[dict[str, Any]]
     rewards: np.ndarray  # [N] float32
     terminated: np.ndarray  # [N] bool
@@ -126,10 +129,6 @@ class PoolStep:
     @property
     def done(self) -> np.ndarray:
         return self.terminated | self.truncated
-
-
-def _obs_item(images: np.ndarray, num_images: Any, text: str) -> dict[str, Any]:
-    return {"images": images[: int(num_images)], "text": str(text)}
 
 
 def _unbatch_info(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
@@ -305,7 +304,14 @@ class EnvPool:
         self._episode_index = [0] * self.num_envs
         self._actions: list[list[str]] = [[] for _ in range(self.num_envs)]
         self._started = False
+        # Observations share their history frames across steps, so a rollout stores each frame once.
+        self._frames = [FrameHistory() for _ in range(self.num_envs)]
         self._zero_counters()
+
+    def _item(self, i: int, obs: Mapping[str, Any]) -> dict[str, Any]:
+        """Copy ``i``'s observation with its frames stored once in that copy's FrameHistory."""
+        images = obs["images"][: int(obs["num_images"])]
+        return {"images": self._frames[i].push(images), "text": str(obs["text"])}
 
     def _spawn(self, fn: Callable[[], gym.Env]) -> _InProcessWorker | _ProcessWorker:
         return _ProcessWorker(fn, self.context) if self.mode == "async" else _InProcessWorker(fn)
@@ -402,7 +408,7 @@ class EnvPool:
             self._actions[i].append(texts[i])
             self._account(i, reward, info)
             rewards[i], terminated[i], truncated[i], step_infos[i] = reward, term, trunc, info
-            item = _obs_item(o["images"], o["num_images"], o["text"])
+            item = self._item(i, o)
             if not (term or trunc):
                 obs[i] = item
                 continue
@@ -475,7 +481,7 @@ class EnvPool:
                                        "the env is not deterministic given its seed, so it cannot resume exactly")
                 self._account(i, reward, info)
                 self._actions[i].append(actions[i][j])
-                current[i] = _obs_item(o["images"], o["num_images"], o["text"])
+                current[i] = self._item(i, o)
         return [current[i] for i in range(self.num_envs)]
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -520,7 +526,7 @@ class EnvPool:
                     continue
                 try:
                     o, _ = self._workers[i].recv_reset(self._remaining(deadline))
-                    out[i] = _obs_item(o["images"], o["num_images"], o["text"])
+                    out[i] = self._item(i, o)
                 except Exception as error:  # noqa: BLE001
                     errors[i] = error
             for i, error in errors.items():

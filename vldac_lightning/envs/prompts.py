@@ -49,6 +49,7 @@ class PromptTemplate:
         if formula is not None:
             fields["formula"] = formula
         fields["num_images"] = num_images
+        fields["num_previous_actions"] = max(num_images - 1, 0)  # actions the image history spans
         fields["image_ref"] = "the image" if num_images <= 1 else f"the last of the {num_images} images"
         fields["actions"] = ", ".join(f'"{a}"' for a in action_names)
         return fields

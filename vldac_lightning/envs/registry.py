@@ -83,6 +83,13 @@ ENV_REGISTRY: dict[str, EnvEntry] = {
     "alfworld/AlfWorld-v0": EnvEntry(None, "alfworld", language_factory=_alfworld,
                                      requires=("alfworld", "textworld"), extra="alfworld"),
 }
+
+# MiniWorld (SPEC §4): an episode that ends without reward gets -1 on its last step.
+_MINIWORLD = "vldac_lightning.envs.miniworld"
+for _task in ("OneRoom", "Hallway", "FourRooms", "WallGap"):
+    _id = f"miniworld/{_task}-v0"
+    ENV_REGISTRY[_id] = EnvEntry(_gym_make(_id, _MINIWORLD), "miniworld", {"end_penalty": -1.0},
+                                 requires=("miniworld", "pyglet"), extra="miniworld")
 ENV_IDS: tuple[str, ...] = tuple(ENV_REGISTRY)
 
 

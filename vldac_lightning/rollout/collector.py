@@ -110,7 +110,8 @@ class RolloutCollector:
             stats.generated_tokens += int(out.response_mask.sum())
             result = self.pool.step(out.texts)
             for n in range(N):
-                encoded = out.encodings[n] if out.encodings is not None else None
+                encodings = getattr(out, "encodings", None)  # policies without a processor cache: None
+                encoded = encodings[n] if encodings is not None else None
                 records.append(StepRecord(self.obs[n], out.response_ids[n][out.response_mask[n]].cpu(), encoded))
             logprobs.append(out.logprobs.cpu())
             ref_logprobs.append(out.ref_logprobs.cpu())
