@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import string
 from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -44,7 +45,8 @@ TEXT_CHARSET = _charset()
 _WRAPPER_KEYS = ("parse_ok", "action_valid", "native_action", "success", "episode_return", "episode_length")
 
 
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """Raise a ValueError naming the option and its valid choices (shared by every language env)."""
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
 
@@ -80,8 +82,8 @@ class LanguageEnv(gym.Wrapper):
         end_penalty: float | None = None,
     ) -> None:
         super().__init__(env)
-        _check_choice("parse_failure", parse_failure, PARSE_FAILURE_POLICIES)
-        _check_choice("response_mode", response_mode, RESPONSE_MODES)
+        check_choice("parse_failure", parse_failure, PARSE_FAILURE_POLICIES)
+        check_choice("response_mode", response_mode, RESPONSE_MODES)
         if image_history < 1:
             raise ValueError(f"image_history must be >= 1, got {image_history}")
         if max_episode_steps < 1:

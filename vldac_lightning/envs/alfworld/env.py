@@ -40,7 +40,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ..language import PARSE_FAILURE_POLICIES, RESPONSE_MODES, TEXT_CHARSET, TEXT_MAX_LENGTH
+from ..language import PARSE_FAILURE_POLICIES, RESPONSE_MODES, TEXT_CHARSET, TEXT_MAX_LENGTH, check_choice
 from ..parsing import parse_action
 from ..prompts import load_prompt
 from .generator import SPLITS, TASK_TYPES, _ensure_alfworld_data
@@ -53,11 +53,6 @@ DEFAULT_SPLIT_SIZES = {"train": 3553, "valid_seen": 140, "valid_unseen": 134}
 EVAL_SEED_OFFSET = 1_000_000_000  # == envs.pool._EVAL_OFFSET
 SOURCES = ("auto", "generated", "official")
 GC_REWARDS = ("level", "delta")
-
-
-def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
 
 
 class AlfworldEnv(gym.Env):
@@ -88,12 +83,12 @@ class AlfworldEnv(gym.Env):
         state_in_text: bool = False,
     ) -> None:
         super().__init__()
-        _check_choice("source", source, SOURCES)
-        _check_choice("train_split", train_split, SPLITS)
-        _check_choice("eval_split", eval_split, SPLITS)
-        _check_choice("gc_reward", gc_reward, GC_REWARDS)
-        _check_choice("parse_failure", parse_failure, PARSE_FAILURE_POLICIES)
-        _check_choice("response_mode", response_mode, RESPONSE_MODES)
+        check_choice("source", source, SOURCES)
+        check_choice("train_split", train_split, SPLITS)
+        check_choice("eval_split", eval_split, SPLITS)
+        check_choice("gc_reward", gc_reward, GC_REWARDS)
+        check_choice("parse_failure", parse_failure, PARSE_FAILURE_POLICIES)
+        check_choice("response_mode", response_mode, RESPONSE_MODES)
         task_types = tuple(task_types or TASK_TYPES)
         bad = [t for t in task_types if t not in TASK_TYPES]
         if bad:
