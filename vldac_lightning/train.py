@@ -30,7 +30,7 @@ def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
 def build_callbacks(cfg: DictConfig, steps_per_iteration: int) -> list[Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from vldac_lightning.callbacks import PeriodicEvaluation, RolloutSamples
+    from vldac_lightning.callbacks import InterruptCheckpoint, PeriodicEvaluation, RolloutSamples
 
     cb = cfg.callbacks
     every = int(cb.model_checkpoint.every_n_iterations) * steps_per_iteration
@@ -42,6 +42,7 @@ def build_callbacks(cfg: DictConfig, steps_per_iteration: int) -> list[Any]:
         ModelCheckpoint(dirpath=cb.model_checkpoint.dirpath, every_n_train_steps=every,
                         save_last=bool(cb.model_checkpoint.save_last), save_top_k=-1,
                         filename="step{step}", auto_insert_metric_name=False),
+        InterruptCheckpoint(),
     ]
 
 
@@ -52,12 +53,19 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     validate_config(cfg)  # before any model is loaded or simulator started
 
     import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from omegaconf import OmegaConf
 
+    from vldac_lightning.callbacks import InterruptCheckpoint, PeriodicEvaluation
     from vldac_lightning.data.datamodule import RolloutDataModule
     from vldac_lightning.models.module import ActorCriticModule
-    from vldac_lightning.utils.checkpoint_io import AtomicCheckpointIO, load_checkpoint
-    from vldac_lightning.utils.logging_utils import find_last_checkpoint, log_hyperparameters
+    from vldac_lightning.utils.checkpoint_io import AtomicCheckpointIO
+    from vldac_lightning.utils.interrupt import RunInterrupted, handle_signals
+    from vldac_lightning.utils.logging_utils import log_hyperparameters
+    from vldac_lightning.utils.resume import check_resume, check_trainable_shapes, find_matching_last
 
+    current = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(current, dict)
     if cfg.get("torch_threads"):
         import torch
 
@@ -68,15 +76,27 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     k = datamodule.optimizer_steps_per_iteration
     module = ActorCriticModule(cfg.model, cfg.algo, cfg.optimizer, optimizer_steps_per_iteration=k,
                                num_iterations=datamodule.num_iterations)
+    module.run_config = current
     datamodule.attach(module)
     callbacks = build_callbacks(cfg, k)
+
+    # Resume: check the checkpoint against this config before the model loads or MLflow is touched.
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":
-        ckpt_path = find_last_checkpoint(cfg.paths.log_dir)
-    run_id = None
+        ckpt_path = find_matching_last(cfg.paths.log_dir, current)
+    run_id = previous_run = None
     if ckpt_path:
-        log.info("Resuming from %s", ckpt_path)
-        run_id = load_checkpoint(ckpt_path).get("mlflow_run_id")
+        resume = check_resume(str(ckpt_path), current, optimizer_steps_per_iteration=k,
+                              num_iterations=datamodule.num_iterations, strict=bool(cfg.get("resume_strict", True)))
+        module.configure_model()
+        check_trainable_shapes(module, str(ckpt_path))
+        log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume.global_step)
+        run_id = resume.mlflow_run_id
+        if run_id is not None and _mlflow_run_status(cfg, run_id) == "FINISHED":
+            # A finished run's record stays as it was: continue in a new run that points back to it.
+            log.warning("The checkpoint's MLflow run %s has FINISHED; this resume logs to a new run "
+                        "(tagged resumed_from_run=%s)", run_id, run_id)
+            previous_run, run_id = run_id, None
     loggers = build_loggers(cfg, run_id=run_id)
     log.info("Instantiating trainer <%s>", cfg.trainer._target_)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
@@ -84,14 +104,23 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if run_id is None:
         log_hyperparameters(cfg, loggers, {"derived.iterations": datamodule.num_iterations,
                                            "derived.optimizer_steps_per_iteration": k})
-    else:
-        # The same MLflow run continues; its params are immutable, so only note the resume.
-        for logger in loggers:
-            if hasattr(logger, "experiment") and hasattr(logger.experiment, "set_tag"):
-                logger.experiment.set_tag(logger.run_id, "resumed_from", str(ckpt_path))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    tags = {"resumed_from": str(ckpt_path)} if ckpt_path else {}
+    if previous_run is not None:
+        tags["resumed_from_run"] = previous_run
+    for logger in loggers:  # a resumed run's params are immutable: only note the resume
+        if tags and hasattr(logger, "experiment") and hasattr(logger.experiment, "set_tag"):
+            for key, value in tags.items():
+                logger.experiment.set_tag(logger.run_id, key, value)
 
-    from vldac_lightning.callbacks import PeriodicEvaluation
+    with handle_signals() as stop:
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except (RunInterrupted, SIGTERMException):
+            if not stop.requested:
+                raise
+            interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
+            _report_stop(trainer, loggers, interrupt.saved_path, stop.signum)
+            raise SystemExit(stop.exit_code) from None
 
     evaluation = next(c for c in callbacks if isinstance(c, PeriodicEvaluation))
     metrics = dict(evaluation.history[-1][1]) if evaluation.history else {}
@@ -100,6 +129,59 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     objects = {"cfg": cfg, "datamodule": datamodule, "module": module, "trainer": trainer,
                "callbacks": callbacks, "loggers": loggers, "evaluation": evaluation}
     return metrics, objects
+
+
+def _mlflow_run_status(cfg: DictConfig, run_id: str) -> str | None:
+    """The status of the checkpoint's MLflow run (None without an MLflow logger or when unknown)."""
+    mlflow_cfg = (cfg.get("logger") or {}).get("mlflow")
+    if mlflow_cfg is None:
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        return str(MlflowClient(tracking_uri=str(mlflow_cfg.tracking_uri)).get_run(run_id).info.status)
+    except Exception as exc:  # a deleted run or another store: the resume logs to a new run
+        log.warning("Could not read MLflow run %s (%s)", run_id, exc)
+        return None
+
+
+def resume_command(ckpt: str) -> str:
+    """The command that resumes this job from ``ckpt`` (the job's own overrides, ckpt_path replaced)."""
+    overrides: list[str] = []
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("ckpt_path=")]
+    except ValueError:  # HydraConfig is not set when train(cfg) is called directly
+        pass
+    return " ".join(["python -m vldac_lightning.train", *overrides, f"ckpt_path={ckpt}"])
+
+
+def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: int | None) -> None:
+    """After a stop signal: mark the MLflow run KILLED and tell the user how to resume."""
+    import signal
+    from pathlib import Path
+
+    for logger in loggers:
+        experiment, run_id = getattr(logger, "experiment", None), getattr(logger, "run_id", None)
+        if run_id is not None and hasattr(experiment, "set_terminated"):
+            try:
+                experiment.set_terminated(run_id, "KILLED")  # Lightning marked it FAILED
+            except Exception as exc:  # a logging failure must not hide the resume command
+                log.warning("Could not mark MLflow run %s KILLED: %s", run_id, exc)
+    last = saved
+    ckpt_cb = trainer.checkpoint_callback
+    if last is None and ckpt_cb is not None and ckpt_cb.dirpath is not None:
+        candidate = Path(ckpt_cb.dirpath) / "last.ckpt"
+        last = str(candidate) if candidate.exists() else None
+    name = signal.Signals(signum).name if signum else "a signal"
+    lines = [f"Stopped by {name} at optimizer step {trainer.global_step}."]
+    if last is None:
+        lines.append("No checkpoint was written yet: a new run starts from scratch.")
+    else:
+        lines.append(f"Checkpoint: {last}" + ("" if saved else " (the last periodic one; later updates are lost)"))
+        lines.append(f"Resume with: {resume_command(last)}")
+    print("\n".join(lines), flush=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")

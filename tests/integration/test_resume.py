@@ -104,4 +104,9 @@ def test_resumed_run_repeats_the_uninterrupted_runs_rollouts(tmp_path: Path, mon
         if param.requires_grad:
             assert torch.equal(param, final[name]), name
     full_logger, resumed_logger = full["loggers"][0], resumed["loggers"][0]
-    assert resumed_logger.run_id == full_logger.run_id  # the same MLflow run continues
+    # The uninterrupted run had FINISHED: the resume leaves it untouched and logs to a new run that
+    # points back to it (an unfinished run is continued: tests/integration/test_kill_resume.py).
+    assert resumed_logger.run_id != full_logger.run_id
+    client = full_logger.experiment
+    assert client.get_run(resumed_logger.run_id).data.tags["resumed_from_run"] == full_logger.run_id
+    assert client.get_run(full_logger.run_id).info.status == "FINISHED"

@@ -52,9 +52,11 @@ class PeriodicEvaluation(L.Callback):
         policy = module.policy
         policy.set_action_names(dm.eval_pool.action_names)
         rng_state = torch.random.get_rng_state()  # evaluation must not shift the training sample stream
-        episodes = run_episodes(policy, dm.eval_pool, dm.eval_episode_seeds(self.num_episodes),
-                                do_sample=self.do_sample)
-        torch.random.set_rng_state(rng_state)
+        try:
+            episodes = run_episodes(policy, dm.eval_pool, dm.eval_episode_seeds(self.num_episodes),
+                                    do_sample=self.do_sample)
+        finally:  # also when a stop signal cuts it short: the checkpoint written then must be exact
+            torch.random.set_rng_state(rng_state)
         metrics = episode_metrics(episodes)
         module.log_at_env_step(metrics, step=env_steps)
         self.last_step = env_steps

@@ -77,6 +77,9 @@ class RolloutDataModule(L.LightningDataModule):
         self._minibatches: list[Minibatch] | None = None
         self._iteration = -1
         self._resume_state: dict[str, Any] | None = None
+        # What the running iteration started from (see state_dict), and the optimizer step then.
+        self._snapshot: dict[str, Any] | None = None
+        self._snapshot_step = -1
 
     # ---------------------------------------------------------------------------- derived sizes
     @property
@@ -132,12 +135,28 @@ class RolloutDataModule(L.LightningDataModule):
 
     # ---------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
-        """Saved with every checkpoint (taken at an iteration's end): what the next rollout starts
-        from — the training pool's episodes (seeds + texts sent, replayed on load) and the RNGs."""
+        """Saved with every checkpoint: what the next rollout starts from — the training pool's
+        episodes (seeds + texts sent, replayed on load) and the RNGs.
+
+        Periodic checkpoints are taken between iterations, where that is the live state. A
+        checkpoint taken while an iteration runs (a stop signal mid-rollout) gets the state the
+        iteration *started* from: the weights have not changed yet (see :meth:`safe_to_checkpoint`),
+        so resuming repeats that iteration exactly.
+        """
+        if self._snapshot is not None:
+            return self._snapshot
+        return self._live_state()
+
+    def _live_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"rng": capture_rng_state()}
         if self.train_pool is not None and self.collector is not None:
             state["train_pool"] = self.train_pool.state_dict()
         return state
+
+    def safe_to_checkpoint(self, global_step: int) -> bool:
+        """True where a checkpoint now resumes exactly: between iterations, or inside one before its
+        first optimizer step (only the rollout, which is repeated on resume, has happened)."""
+        return self._snapshot is None or global_step == self._snapshot_step
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Applied when the first resumed rollout starts: restoring the RNGs any earlier would let
@@ -152,7 +171,7 @@ class RolloutDataModule(L.LightningDataModule):
             log.info("Restoring %d env episodes from the checkpoint (replaying their actions)", self.num_envs)
             collector.obs = self.train_pool.load_state_dict(resume["train_pool"])
         else:
-            if resume is not None or iteration > 0:
+            if iteration > 0:  # iteration 0 starts from its seeds either way: exact
                 log.warning("The checkpoint holds no env-pool state (saved by an older version): envs restart "
                             "from fresh seeds, so this resume is not exact")
             collector.reset(train_seeds(self.seed + 7919 * iteration, self.num_envs))
@@ -180,6 +199,8 @@ class RolloutDataModule(L.LightningDataModule):
         if batch.first_of_iteration or self._minibatches is None or self._iteration != batch.iteration:
             self._prepare(batch.iteration)
         assert self._minibatches is not None
+        if batch.last_of_iteration:
+            self._snapshot = None  # the iteration's updates end with this minibatch
         return self._minibatches[batch.index]
 
     def _prepare(self, iteration: int) -> None:
@@ -192,6 +213,7 @@ class RolloutDataModule(L.LightningDataModule):
         if self.collector is None:
             self.collector = self._start_collector(iteration)
         module.start_iteration(iteration)
+        self._snapshot, self._snapshot_step = self._live_state(), module.global_step
         rollout, stats = self.collector.collect(progress=module.rollout_progress)
         self.last_rollout_stats = stats
         adv, ret = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,

@@ -24,6 +24,7 @@ from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.models.sampling import SamplingConfig
 from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.rollout.collector import RolloutStats
+from vldac_lightning.utils.interrupt import raise_if_stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,9 @@ class ActorCriticModule(L.LightningModule):
         self._iter_stats: dict[str, list[float]] = defaultdict(list)
         self._progress: Any = None
         self.iteration = 0
+        # The run's resolved config (a plain dict), saved in every checkpoint so a resume or an
+        # evaluation can check it is given the same env/model/algorithm (utils/resume.py).
+        self.run_config: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------------------- model
     def configure_model(self) -> None:
@@ -101,6 +105,8 @@ class ActorCriticModule(L.LightningModule):
             if run_id is not None and type(logger).__name__ == "MLFlowLogger":
                 checkpoint["mlflow_run_id"] = str(run_id)
         checkpoint["bad_updates_in_row"] = int(self._bad_updates)
+        if self.run_config is not None:
+            checkpoint["vldac_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._bad_updates = int(checkpoint.get("bad_updates_in_row", 0))
@@ -160,6 +166,7 @@ class ActorCriticModule(L.LightningModule):
         return iteration < int(self.algo.warmup_updates)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
+        raise_if_stop_requested()  # a stop signal ends an update between minibatches, not after the iteration
         policy = self.policy
         assert policy is not None
         mb = self.trainer.datamodule.minibatch(batch)

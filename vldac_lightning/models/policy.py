@@ -23,7 +23,13 @@ import torch
 from peft import PeftModel
 from PIL import Image
 from torch import nn
-from transformers import BatchFeature, LogitsProcessorList, ProcessorMixin
+from transformers import (
+    BatchFeature,
+    LogitsProcessorList,
+    ProcessorMixin,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from vldac_lightning.models.processor import build_messages, to_pil
 from vldac_lightning.models.sampling import (
@@ -34,6 +40,7 @@ from vldac_lightning.models.sampling import (
     token_logprobs,
 )
 from vldac_lightning.models.value_head import ValueHead
+from vldac_lightning.utils.interrupt import raise_if_stop_requested, stop_request
 
 RESPONSE_MODES = ("json", "action_only")
 # Processor outputs that ``split``/``collate`` know how to un-batch and re-batch.
@@ -54,6 +61,14 @@ class ActOutput:
     # Per-observation model inputs (unpadded, on CPU) for re-scoring without the processor; None
     # when the processor's outputs cannot be split per observation.
     encodings: list[dict[str, torch.Tensor]] | None = None
+
+
+class StopOnSignal(StoppingCriteria):
+    """Ends ``generate`` at the next decode step once a stop signal arrived (a 2B model's long JSON
+    answers would otherwise finish first); :meth:`VLMPolicy.generate_scored` then raises."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), stop_request.requested, dtype=torch.bool, device=input_ids.device)
 
 
 class FrameCache:
@@ -363,10 +378,12 @@ class VLMPolicy(nn.Module):
                 pad_token_id=self.pad_token_id,
                 eos_token_id=self.eos_token_id,
                 return_dict_in_generate=True,
+                stopping_criteria=StoppingCriteriaList([StopOnSignal()]),
             )
         finally:
             if handle is not None:
                 handle.remove()
+        raise_if_stop_requested()  # a cut-short batch must not reach an env or the rollout
         response = out.sequences[:, P:]
         is_end = response == self.eos_token_id
         # A token belongs to the response if no end token came before it (the end token counts).

@@ -17,6 +17,7 @@ import torch
 from vldac_lightning.envs.pool import success_by_task_type
 from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.rollout.buffer import Rollout
+from vldac_lightning.utils.interrupt import raise_if_stop_requested
 
 
 @dataclass
@@ -104,6 +105,7 @@ class RolloutCollector:
         start = time.perf_counter()
         self.policy.eval()  # no dropout while acting: π_old is the deterministic network
         for t in range(T):
+            raise_if_stop_requested()
             t_gen = time.perf_counter()
             out = self.policy.act(self.obs)
             stats.generate_seconds += time.perf_counter() - t_gen
@@ -180,6 +182,7 @@ def run_episodes(policy: VLMPolicy, pool: Any, seeds: Sequence[int], *, do_sampl
         for n in range(len(batch), N):
             done[n] = True
         while not all(done):
+            raise_if_stop_requested()
             out = policy.act(obs, do_sample=do_sample, with_scores=False)
             result = pool.step(out.texts)
             for ep in result.episodes:

@@ -1,0 +1,91 @@
+"""Stop a run promptly on SIGTERM/SIGINT (a scheduler's preemption, Ctrl-C) and lose nothing.
+
+The signal handler only sets a flag. The places that can take long poll it — every env step of a
+rollout or an evaluation, and every decode step of generation (a ``StoppingCriteria``) — and raise
+:class:`RunInterrupted`, so a run stops within about one decode step wherever it is. Lightning's own
+SIGTERM handling stops after the current minibatch of an update. ``train()`` then writes a
+checkpoint where that is exact (see ``RolloutDataModule.safe_to_checkpoint``), marks the MLflow run
+KILLED, prints the resume command and exits with ``128 + signal`` (143 for SIGTERM), so a job chain
+(``afterok``) never mistakes a preempted run for a finished one. See docs/troubleshooting.md.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+__all__ = ["RunInterrupted", "StopRequest", "handle_signals", "raise_if_stop_requested", "stop_request"]
+
+
+class RunInterrupted(BaseException):
+    """Raised where a run polls the stop flag after a signal. A ``BaseException`` (like
+    ``KeyboardInterrupt``) so no ``except Exception`` on the way swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+class StopRequest:
+    """A process-wide flag set by the signal handler and polled by long-running loops."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def request(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    def clear(self) -> None:
+        self.signum = None
+
+    @property
+    def exit_code(self) -> int:
+        """The shell convention for a process ended by a signal: 128 + its number (SIGTERM: 143)."""
+        return 128 + int(self.signum or signal.SIGTERM)
+
+
+stop_request = StopRequest()
+
+
+def raise_if_stop_requested() -> None:
+    """Raise :class:`RunInterrupted` if a stop signal has arrived."""
+    if stop_request.signum is not None:
+        raise RunInterrupted(stop_request.signum)
+
+
+@contextmanager
+def handle_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[StopRequest]:
+    """Route ``signals`` to :data:`stop_request` for the duration of the block (main thread only).
+
+    A second Ctrl-C while stopping falls back to the previous handler (an immediate
+    ``KeyboardInterrupt``), so an impatient user is never stuck.
+    """
+    stop_request.clear()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop_request  # signal handlers can only be installed from the main thread
+        return
+    previous = {s: signal.getsignal(s) for s in signals}
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop_request.requested and signum == signal.SIGINT:
+            prior = previous.get(signum)
+            if callable(prior):
+                prior(signum, frame)
+            raise KeyboardInterrupt
+        stop_request.request(signum)
+
+    for s in signals:
+        signal.signal(s, handler)
+    try:
+        yield stop_request
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
