@@ -15,11 +15,11 @@ import time
 from vldac_lightning.envs import EnvPool, train_seeds
 from vldac_lightning.envs.factory import LanguageEnvThunk
 
-SPEC = {"image_history": 1, "max_episode_steps": 20, "parse_failure": "random", "parse_failure_penalty": -1.0}
+ENV_CFG = {"image_history": 1, "max_episode_steps": 20, "parse_failure": "random", "parse_failure_penalty": -1.0}
 
 
 def single(env_id: str, n: int) -> float:
-    env = LanguageEnvThunk({"id": env_id, **SPEC}, "json")()
+    env = LanguageEnvThunk({"id": env_id, **ENV_CFG}, "json")()
     env.reset(seed=0)
     names = env.action_names
     t0 = time.perf_counter()
@@ -32,7 +32,7 @@ def single(env_id: str, n: int) -> float:
 
 
 def pool(env_id: str, n_envs: int, n_steps: int, mode: str) -> float:
-    thunk = LanguageEnvThunk({"id": env_id, **SPEC}, "json")
+    thunk = LanguageEnvThunk({"id": env_id, **ENV_CFG}, "json")
     with EnvPool([thunk] * n_envs, mode=mode, seeds=train_seeds(0, n_envs)) as p:
         p.reset()
         names = p.action_names

@@ -19,12 +19,12 @@ import numpy as np
 from vldac_lightning.envs import EnvPool, train_seeds
 from vldac_lightning.envs.factory import LanguageEnvThunk
 
-SPEC = {"image_history": 1, "max_episode_steps": 20, "parse_failure": "random", "parse_failure_penalty": -1.0}
+ENV_CFG = {"image_history": 1, "max_episode_steps": 20, "parse_failure": "random", "parse_failure_penalty": -1.0}
 
 
 def run(env_id: str, n: int, steps: int, kill_every: int | None, seed: int = 0) -> dict[str, float]:
     rng = np.random.default_rng(seed)
-    thunk = LanguageEnvThunk({"id": env_id, **SPEC}, "action_only")
+    thunk = LanguageEnvThunk({"id": env_id, **ENV_CFG}, "action_only")
     with EnvPool([thunk] * n, mode="async", seeds=train_seeds(seed, n), name=env_id) as pool:
         pool.reset()
         names = pool.action_names

@@ -30,7 +30,7 @@ def test_miniworld_env_model_combinations_compose_and_validate(compose_train_cfg
     validate_config(cfg)
     OmegaConf.to_container(cfg, resolve=True)
     assert cfg.env.id in ENV_IDS and cfg.env.id.lower() == f"{env}-v0"
-    # Table 6 (MiniWorld) and the SPEC's episode rules
+    # Table 6 (MiniWorld) and the episode rules (docs/environments.md#miniworld)
     assert (cfg.algo.gamma, cfg.algo.gae_lambda, cfg.env.image_history) == (0.99, 0.95, 4)
     assert cfg.env.max_episode_steps == 128 and cfg.env.end_penalty == -1.0 and cfg.env.parse_failure == "random"
     assert (cfg.env.env_kwargs.obs_width, cfg.env.env_kwargs.obs_height) == (80, 60)

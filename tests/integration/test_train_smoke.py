@@ -94,7 +94,7 @@ def test_mlflow_holds_the_run(smoke_run: Any) -> None:
     assert run.data.params.get("algo.kl_beta") == "0.05"
     client = mlflow.MlflowClient(tracking_uri=smoke_run["uri"])
     assert "config/config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id, "config")]
-    # x-axis = environment steps (SPEC §7): two 8-step rollouts; evaluation before training and at the end.
+    # x-axis = environment steps (docs/metrics.md#conventions): two 8-step rollouts; evaluation before training and at the end.
     history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
                for k in ("train/value_loss", "train/policy_frozen", "eval/success_rate")}
     assert sorted(s for s, _ in history["train/value_loss"]) == [8, 16]

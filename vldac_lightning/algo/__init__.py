@@ -1,4 +1,4 @@
-"""RL algorithm maths: advantages and losses for VL-DAC and its baselines (SPEC §2, §3)."""
+"""RL algorithm maths: advantages and losses for VL-DAC and its baselines (docs/algorithm.md)."""
 
 from vldac_lightning.algo.advantages import compute_gae, explained_variance, loo_advantages, standardize
 from vldac_lightning.algo.losses import (

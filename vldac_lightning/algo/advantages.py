@@ -1,4 +1,4 @@
-"""Advantage estimation for VL-DAC and its baselines (SPEC §2, §3).
+"""Advantage estimation for VL-DAC and its baselines (docs/algorithm.md#advantages-and-returns).
 
 VL-DAC runs GAE over *environment steps*, not over tokens: every response token of step t shares
 the one advantage Â_t.  LOOP (critic-free baseline) instead uses a leave-one-out group baseline.
@@ -97,7 +97,7 @@ def standardize(
 
 
 def loo_advantages(returns: torch.Tensor) -> torch.Tensor:  # [G, K] -> [G, K]
-    """LOOP leave-one-out advantage (Chen et al. 2025; SPEC §3).
+    """LOOP leave-one-out advantage (Chen et al. 2025; docs/algorithm.md#loop).
 
     ``returns[g, k]`` is the return of rollout k of task (group) g.  The advantage of a rollout is
     its return minus the mean return of the *other* K−1 rollouts of the same task - an unbiased

@@ -1,4 +1,4 @@
-"""VL-DAC losses (SPEC §2) and the RL4VLM step-level baseline (SPEC §3).
+"""VL-DAC losses (docs/algorithm.md#total-loss) and the RL4VLM step-level baseline (docs/algorithm.md#rl4vlm).
 
 Shapes: ``B`` env steps in the minibatch, ``T`` padded response length.  ``mask`` is 1 on every
 real response token - including the first one (the reference code dropped it, an off-by-one we do
@@ -98,7 +98,7 @@ def token_policy_loss(
     mask: torch.Tensor,  # [B, T] 1 on real response tokens
     clip_eps: float,
 ) -> tuple[torch.Tensor, PolicyStats]:
-    """VL-DAC's token-level clipped policy loss (SPEC §2)::
+    """VL-DAC's token-level clipped policy loss (docs/algorithm.md#policy-loss)::
 
         L_π = − mean_t (1/T_t) Σ_i min(r_{t,i} Â_t, clip(r_{t,i}, 1−ε, 1+ε) Â_t)
 
@@ -119,7 +119,7 @@ def k3_kl(
     ref_logprobs: torch.Tensor,  # [B, T] log π_ref (adapter disabled, or π_old)
     mask: torch.Tensor,  # [B, T] 1 on real response tokens
 ) -> torch.Tensor:  # []
-    """k3 estimate of KL(π_θ ‖ π_ref) on tokens sampled from π_θ (SPEC §2)::
+    """k3 estimate of KL(π_θ ‖ π_ref) on tokens sampled from π_θ (docs/algorithm.md#kl-penalty)::
 
         kl_{t,i} = exp(Δ) − Δ − 1,  Δ = log π_ref − log π_θ;   L_KL = mean_t (1/T_t) Σ_i kl_{t,i}
 
@@ -139,7 +139,7 @@ def value_loss(
     clip_eps: float | None = None,
     step_mask: torch.Tensor | None = None,  # [B] bool, steps that count (None: all)
 ) -> torch.Tensor:  # []
-    """``½ mean_t (V − R̂)²`` (SPEC §2).
+    """``½ mean_t (V − R̂)²`` (docs/algorithm.md#value-loss).
 
     With ``clip_eps`` the PPO-style clipped variant: the new value may move at most ``clip_eps``
     from the rollout's value before the loss stops rewarding it, and the worse of the two errors
@@ -170,7 +170,7 @@ def rl4vlm_step_logprob(
     action_mask: torch.Tensor,  # [B, T] 1 on the action span (from the `"action":` key on)
     lam: float,
 ) -> torch.Tensor:  # [B]
-    """RL4VLM's step log-prob: ``λ · Σ log π(thought tokens) + Σ log π(action tokens)`` (SPEC §3).
+    """RL4VLM's step log-prob: ``λ · Σ log π(thought tokens) + Σ log π(action tokens)`` (docs/algorithm.md#rl4vlm).
 
     Thought tokens are the real tokens outside the action span (``mask & ~action_mask``).
     λ < 1 down-weights the long chain of thought so that it does not dominate the step's ratio.
@@ -220,7 +220,7 @@ def vldac_loss(
     entropy_coef: float = 0.0,
     step_mask: torch.Tensor | None = None,  # [B] bool, steps that count (None: all)
 ) -> tuple[torch.Tensor, LossStats]:
-    """Total VL-DAC objective ``L = L_π + β·L_KL + α·L_V`` (SPEC §2).
+    """Total VL-DAC objective ``L = L_π + β·L_KL + α·L_V`` (docs/algorithm.md#total-loss).
 
     During the value warm-up (``policy_frozen``) only the critic learns: the loss is ``α·L_V`` and
     the policy/KL terms are still computed, under ``torch.no_grad``, for logging only - so no

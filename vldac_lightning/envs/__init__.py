@@ -1,4 +1,4 @@
-"""Environments speaking the text protocol (SPEC §4): images + prompt in, generated text out.
+"""Environments speaking the text protocol (docs/environments.md#the-protocol): images + prompt in, generated text out.
 
 Light to import (gymnasium, numpy, yaml; no torch). Simulators load when an env is made.
 """

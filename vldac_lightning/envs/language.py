@@ -1,4 +1,4 @@
-"""``LanguageEnv``: the protocol every environment speaks (SPEC §4).
+"""``LanguageEnv``: the protocol every environment speaks (docs/environments.md#the-protocol).
 
 Observation = the last ``image_history`` frames + a text prompt; action = the raw generated text,
 parsed here into the native discrete action. The native env is any ``gymnasium.Env`` with a

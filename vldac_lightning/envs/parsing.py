@@ -1,6 +1,6 @@
 """Robust text -> action parsing for language-speaking environments.
 
-The policy answers with ``{"thoughts": "...", "action": "..."}`` (SPEC §4), but generated text is
+The policy answers with ``{"thoughts": "...", "action": "..."}`` (docs/environments.md#response-formats), but generated text is
 messy: code fences, prose around the object, single quotes, trailing commas, a tail cut off by the
 token limit, Python literals, unicode operators. :func:`parse_action` recovers the action value
 without ever evaluating the text (no ``eval`` / ``ast.literal_eval``).

@@ -84,7 +84,7 @@ ENV_REGISTRY: dict[str, EnvEntry] = {
                                      requires=("alfworld", "textworld"), extra="alfworld"),
 }
 
-# MiniWorld (SPEC §4): an episode that ends without reward gets -1 on its last step.
+# MiniWorld (docs/environments.md#miniworld): an episode that ends without reward gets -1 on its last step.
 _MINIWORLD = "vldac_lightning.envs.miniworld"
 for _task in ("OneRoom", "Hallway", "FourRooms", "WallGap"):
     _id = f"miniworld/{_task}-v0"

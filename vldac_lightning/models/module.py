@@ -141,7 +141,7 @@ class ActorCriticModule(L.LightningModule):
 
     def record_rollout(self, iteration: int, rollout: Rollout, stats: RolloutStats, advantages: torch.Tensor,
                        returns: torch.Tensor) -> None:
-        """Log SPEC §7 ``rollout/*`` metrics of a finished rollout at its env-step count."""
+        """Log ``rollout/*`` metrics (docs/metrics.md#rollout-metrics) of a finished rollout at its env-step count."""
         metrics = stats.metrics()
         values, targets = rollout.values, returns
         if rollout.valid is not None:
@@ -154,7 +154,7 @@ class ActorCriticModule(L.LightningModule):
                 self.log(key.split("/")[1], metrics[key], prog_bar=True, logger=False)
 
     def log_at_env_step(self, metrics: dict[str, float], step: int | None = None) -> None:
-        """Log to every logger with environment steps as the x-axis (SPEC §7)."""
+        """Log to every logger with environment steps as the x-axis (docs/metrics.md#conventions)."""
         clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
         if self._trainer is None:
             return

@@ -29,7 +29,7 @@ def without_video(processor_cls: type[ProcessorMixin]) -> type[ProcessorMixin]:
 
 
 def build_messages(num_images: int, text: str) -> list[dict[str, Any]]:
-    """SPEC §5: a single user message, the history images first, then the text."""
+    """A single user message, the history images first, then the text (docs/environments.md#prompts)."""
     content: list[dict[str, Any]] = [{"type": "image"} for _ in range(num_images)]
     content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]

@@ -9,7 +9,7 @@ from torch import nn
 
 
 class ValueHead(nn.Module):
-    """V_φ(s_t) = MLP_φ(stopgrad(h(s_t))) — SPEC §2.
+    """V_φ(s_t) = MLP_φ(stopgrad(h(s_t))) — docs/algorithm.md#value-head.
 
     The ``detach`` lives inside ``forward``: the stop-gradient is structural, so no config flag
     can route value-loss gradients into the backbone (the reference code had such a flag and

@@ -33,7 +33,7 @@ class StepRecord:
 
 @dataclass
 class RolloutStats:
-    """Counters of one rollout, turned into SPEC §7 ``rollout/*`` metrics."""
+    """Counters of one rollout, turned into ``rollout/*`` metrics (docs/metrics.md#rollout-metrics)."""
 
     episodes: list[Any] = field(default_factory=list)  # EpisodeStats of episodes that finished
     steps: int = 0
@@ -122,7 +122,8 @@ class RolloutCollector:
             rewards[t] = torch.as_tensor(result.rewards, dtype=torch.float32)
             terminated[t] = torch.as_tensor(result.terminated)
             truncated[t] = torch.as_tensor(result.truncated) & ~terminated[t]
-            # Time-limit truncation bootstraps from V(s_{t+1}) of the *finished* episode (SPEC §2).
+            # Time-limit truncation bootstraps from V(s_{t+1}) of the *finished* episode
+            # (docs/algorithm.md#truncation-and-termination).
             cut = truncated[t].nonzero().flatten().tolist()
             if cut:
                 next_values[t, cut] = self.policy.value([result.final_obs[i] for i in cut]).cpu()

@@ -1,4 +1,4 @@
-"""``AlfworldEnv``: ALFWorld (TextWorld engine) speaking the language-env protocol (SPEC §4).
+"""``AlfworldEnv``: ALFWorld (TextWorld engine) speaking the language-env protocol (docs/environments.md#alfworld).
 
 Observation ``{"images": uint8 [k, H, W, 3], "num_images": int, "text": str}`` like
 :class:`~vldac_lightning.envs.language.LanguageEnv`; the action is the raw generated text.
@@ -15,7 +15,7 @@ ALFWorld's admissible commands change every step, so this env does not wrap a fi
 An unparseable or inadmissible answer costs ``parse_failure_penalty`` (−1) and, with
 ``parse_failure="penalty"`` (the default, RL4VLM's ALFWorld behaviour), leaves the game
 unchanged; ``"random"`` plays a random admissible command instead. Reward per step
-(RL4VLM / SPEC §4): ``reward_won · won + goal-condition term − 1 · invalid``, where the
+(RL4VLM style): ``reward_won · won + goal-condition term − 1 · invalid``, where the
 goal-condition term is the fraction of ALFRED goal conditions satisfied now (``gc_reward="level"``)
 or its change since the last step (``"delta"``). Episodes end when the game is won; they are
 truncated at ``max_episode_steps`` (50).

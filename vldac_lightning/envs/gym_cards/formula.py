@@ -1,7 +1,7 @@
 """Shared logic of the formula games (EZPoints, Points24): a safe evaluator, a brute-force solver
 and the environment base class.
 
-Formula rules (SPEC §4 and the project's decisions):
+Formula rules (docs/environments.md#formula-rules):
 
 - A number action must match the value of an unused card (J/Q/K = 10, A = 1); the card is then
   used. Otherwise the step costs the failure reward and a ``"_"`` placeholder is appended
@@ -230,7 +230,7 @@ class FormulaEnv(GymCardsEnv):
         else:
             self.formula.append(name)
         if len(self.formula) > self.max_entries:
-            # SPEC says "truncate with -1", but this is a penalised game over caused by the agent,
+            # The game's rules say "truncate with -1", but this is a penalised game over caused by the agent,
             # not a time limit the state cannot show: report terminated=True so that value
             # targets do not bootstrap past it.
             return self.fail_reward, True, False, valid

@@ -1,6 +1,6 @@
 """NumberLine: move a marker on {0..max_position} to a target with "-" / "+".
 
-Rules (SPEC §4): target and current are drawn uniformly and distinct. A move clamps at 0 and
+Rules (docs/environments.md#numberline): target and current are drawn uniformly and distinct. A move clamps at 0 and
 ``max_position``. Reaching the target gives +1 and terminates; a move that does not reduce the
 distance (including a clamped move) gives -1 (0 under the ``verl_agent`` profile, which gives 0
 instead of -1 on failure); any other move gives 0. After ``2 * max_position`` steps without

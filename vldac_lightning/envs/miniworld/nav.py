@@ -1,7 +1,7 @@
 """The paper's MiniWorld navigation tasks as native envs for :class:`~vldac_lightning.envs.LanguageEnv`.
 
 :class:`MiniWorldNav` owns one Farama ``miniworld`` simulator and exposes what the language layer
-needs: four discrete actions with names (SPEC §5: 0 turn left, 1 turn right, 2 move forward,
+needs: four discrete actions with names (docs/environments.md#miniworld: 0 turn left, 1 turn right, 2 move forward,
 3 move back; the tasks' own action space stops at 2, but the simulator implements move back and
 the paper's prompt offers it), RGB uint8 observations of a configurable size (rendered at that
 size by miniworld itself, no resizing), the task text for the prompt and goal-relative state in
