@@ -13,6 +13,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from vldac_lightning.utils.paths import CONF_DIR
+
 log = logging.getLogger(__name__)
 
 
@@ -102,7 +104,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     return metrics, objects
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sweep metric (``optimized_metric``)."""
     metrics, _ = train(cfg)
