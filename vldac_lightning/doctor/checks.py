@@ -8,6 +8,7 @@ heavy is imported inside the check that needs it: the doctor starts in about a s
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -105,11 +106,9 @@ def _env_id(cfg: DictConfig) -> str:
     return str(cfg.env.get("id", ""))
 
 
-def _relevant(needed: bool, status: str, family: str) -> tuple[str, str]:
-    """A failure of a simulator the chosen env does not use is only a warning."""
-    if status == "fail" and not needed:
-        return "warn", f" (only needed for env={family})"
-    return status, ""
+def _failure(needed: bool, family: str) -> tuple[str, str]:
+    """(status, note) of a broken simulator: a failure if the chosen env uses it, else a warning."""
+    return ("fail", "") if needed else ("warn", f" (only needed for env={family})")
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -128,8 +127,6 @@ def model_size_b(model: DictConfig) -> float | None:
         return float(match.group(1))
     index = Path(name).expanduser() / "model.safetensors.index.json"
     if name and index.is_file():
-        import json
-
         total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
         if total:
             return float(total) / _DTYPE_BYTES.get(str(model.get("dtype")), 2) / 1e9
@@ -194,7 +191,7 @@ def check_miniworld(cfg: DictConfig) -> Check:
     problem = miniworld_render_problem()
     if problem is None:
         return Check("miniworld (OpenGL/EGL)", "ok", "renders headless")
-    status, note = _relevant(needed, "fail", "miniworld/*")
+    status, note = _failure(needed, "miniworld/*")
     first, _, rest = problem.partition("\n")
     return Check("miniworld (OpenGL/EGL)", status, first + note, rest.strip() or "bash scripts/setup.sh")
 
@@ -213,7 +210,7 @@ def check_alfworld(cfg: DictConfig) -> Check:
             "PATH=$VIRTUAL_ENV/bin:$PATH pip install --force-reinstall --no-deps fast-downward-textworld")
     else:
         hint, fix = hint.split(": run", 1)[0], "pip install 'vldac_lightning[alfworld]' (or bash scripts/setup.sh)"
-    status, note = _relevant(needed, "fail", "alfworld/*")
+    status, note = _failure(needed, "alfworld/*")
     return Check("alfworld (packages, planner)", status, hint + note, fix)
 
 
