@@ -53,7 +53,7 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path: Path) -> None:
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 
-@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"])
 def test_checkpoints_get_the_mode_the_umask_gives_a_plain_file(tmp_path: Path, umask: int, mode: int) -> None:
     old = os.umask(umask)
     try:
