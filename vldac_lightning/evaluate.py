@@ -13,6 +13,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from vldac_lightning.utils.paths import CONF_DIR
+
 log = logging.getLogger(__name__)
 
 
@@ -87,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float | None:
     return evaluate(cfg).get("eval/success_rate")
 

@@ -13,6 +13,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from vldac_lightning.utils.paths import CONF_DIR
+
 log = logging.getLogger(__name__)
 
 
@@ -188,7 +190,7 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
     print("\n".join(lines), flush=True)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sweep metric (``optimized_metric``)."""
     from vldac_lightning.utils.config import exit_on_config_error

@@ -15,15 +15,9 @@ import pytest
 @lru_cache(maxsize=1)
 def miniworld_problem() -> str | None:
     """None if a MiniWorld env renders headless here, else why not (probed once per process)."""
-    from vldac_lightning.envs.miniworld import MiniWorldNav, MiniWorldUnavailable
+    from vldac_lightning.envs.miniworld import render_problem
 
-    try:
-        env = MiniWorldNav("OneRoom", obs_width=16, obs_height=12)
-        env.reset(seed=0)
-        env.close()
-    except MiniWorldUnavailable as e:
-        return str(e)
-    return None
+    return render_problem()
 
 
 def require_miniworld() -> None:

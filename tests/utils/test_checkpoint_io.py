@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import random
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +51,15 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path: Path) -> None:
     random.seed(9), np.random.seed(9), torch.manual_seed(9)
     restore_rng_state(load_checkpoint(tmp_path / "rng.ckpt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)], ids=["022", "077", "002"])
+def test_checkpoints_get_the_mode_the_umask_gives_a_plain_file(tmp_path: Path, umask: int, mode: int) -> None:
+    old = os.umask(umask)
+    try:
+        AtomicCheckpointIO().save_checkpoint({"w": torch.ones(1)}, tmp_path / "last.ckpt")
+        (tmp_path / "plain").write_bytes(b"")  # what any ordinary write gets, for comparison
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "last.ckpt").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == mode

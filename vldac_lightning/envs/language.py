@@ -21,7 +21,9 @@ from gymnasium import spaces
 from .parsing import parse_action
 from .prompts import load_prompt
 
-__all__ = ["PARSE_FAILURE_POLICIES", "RESPONSE_MODES", "TEXT_CHARSET", "TEXT_MAX_LENGTH", "LanguageEnv"]
+__all__ = [
+    "PARSE_FAILURE_POLICIES", "RESPONSE_MODES", "TEXT_CHARSET", "TEXT_MAX_LENGTH", "LanguageEnv", "fresh_observation",
+]
 
 PARSE_FAILURE_POLICIES = ("random", "penalty")
 RESPONSE_MODES = ("json", "action_only")
@@ -51,7 +53,13 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
 
 
-class LanguageEnv(gym.Wrapper):
+def fresh_observation(obs: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``obs`` sharing no array with it: an unchanged observation returned again must still
+    be a new object (callers keep and may edit what they get back)."""
+    return {**obs, "images": obs["images"].copy()}
+
+
+class LanguageEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Wrap a native env so it reads/writes text (see the module docstring).
 
     ``parse_failure`` decides what an unparseable or invalid answer does: ``"random"`` steps the
@@ -65,6 +73,10 @@ class LanguageEnv(gym.Wrapper):
     terminated, truncated by the native env or cut at ``max_episode_steps`` — when that step
     earned no positive reward (``min(reward, end_penalty)``, as the reference code's "done and
     reward <= 0 -> -1"). It is an ordinary reward, so it reaches the GAE targets.
+
+    Like gymnasium's own wrappers it records its constructor arguments, so ``env.spec`` can
+    rebuild it (``gymnasium.utils.env_checker.check_env`` does). Every ``reset``/``step`` returns
+    a new observation: a caller that keeps or edits one never changes another.
     """
 
     def __init__(
@@ -81,7 +93,13 @@ class LanguageEnv(gym.Wrapper):
         state_in_text: bool = False,
         end_penalty: float | None = None,
     ) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, game=game, prompt_version=prompt_version, image_history=image_history,
+            max_episode_steps=max_episode_steps, parse_failure=parse_failure,
+            parse_failure_penalty=parse_failure_penalty, response_mode=response_mode,
+            state_in_text=state_in_text, end_penalty=end_penalty,
+        )
+        gym.Wrapper.__init__(self, env)
         check_choice("parse_failure", parse_failure, PARSE_FAILURE_POLICIES)
         check_choice("response_mode", response_mode, RESPONSE_MODES)
         if image_history < 1:
@@ -163,8 +181,9 @@ class LanguageEnv(gym.Wrapper):
             self._obs = self._make_obs()
             native_valid = bool(native_info.get("action_valid", True))
             reward = float(reward)
-        else:  # "penalty": no env step, observation unchanged
+        else:  # "penalty": no env step, observation unchanged (but a new object)
             index, native_valid, reward = -1, True, self.parse_failure_penalty
+            self._obs = fresh_observation(self._obs)
         self._steps += 1
         terminated, truncated = bool(terminated), bool(truncated)
         if not terminated and self._steps >= self.max_episode_steps:

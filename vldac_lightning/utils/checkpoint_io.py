@@ -13,6 +13,13 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 __all__ = ["AtomicCheckpointIO", "load_checkpoint"]
 
 
+def _umask() -> int:
+    """The process umask (POSIX offers no read-only query; the swap back is immediate)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
     """``torch.load(..., weights_only=True)``: tensors and plain containers only, no code."""
     return torch.load(path, map_location=map_location, weights_only=True)
@@ -33,6 +40,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as f:
+                # mkstemp creates 0600; give the checkpoint the mode a plain open() would (0644 under umask 022).
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from .paths import CONF_DIR
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

@@ -74,7 +74,7 @@ OPEN_SECTIONS = ("env.env_kwargs", "logger", "hydra")
 
 
 def _conf_dir() -> Path:
-    from vldac_lightning.utils.choices import CONF_DIR
+    from vldac_lightning.utils.paths import CONF_DIR
 
     return CONF_DIR
 

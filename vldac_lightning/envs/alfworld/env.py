@@ -40,7 +40,14 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from ..language import PARSE_FAILURE_POLICIES, RESPONSE_MODES, TEXT_CHARSET, TEXT_MAX_LENGTH, check_choice
+from ..language import (
+    PARSE_FAILURE_POLICIES,
+    RESPONSE_MODES,
+    TEXT_CHARSET,
+    TEXT_MAX_LENGTH,
+    check_choice,
+    fresh_observation,
+)
 from ..parsing import parse_action
 from ..prompts import load_prompt
 from .generator import SPLITS, TASK_TYPES, _ensure_alfworld_data
@@ -190,6 +197,8 @@ class AlfworldEnv(gym.Env):
             self._state = self._engine.step(command)
             self._frames.append(self._render())
             self._obs = self._make_obs()
+        else:  # the game is unchanged, the observation a new object all the same
+            self._obs = fresh_observation(self._obs)
         gc = self._state.goal_condition_rate
         gc_term = gc if self.gc_reward == "level" else gc - self._gc
         self._gc = gc

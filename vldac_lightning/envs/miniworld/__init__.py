@@ -21,6 +21,7 @@ __all__ = [
     "MiniWorldUnavailable",
     "ensure_headless",
     "import_miniworld",
+    "render_problem",
 ]
 
 ENV_IDS: tuple[str, ...] = tuple(f"miniworld/{task}-v0" for task in TASKS)
@@ -28,3 +29,20 @@ ENV_IDS: tuple[str, ...] = tuple(f"miniworld/{task}-v0" for task in TASKS)
 for _task, _env_id in zip(TASKS, ENV_IDS):
     if _env_id not in gym.registry:
         gym.register(id=_env_id, entry_point=f"{__name__}.nav:MiniWorldNav", kwargs={"task": _task})
+
+
+def render_problem() -> str | None:
+    """None if a MiniWorld env renders here (headless), else what is missing and how to install it.
+
+    Builds and resets one small env: the only reliable test of the whole GL stack (package,
+    pyglet, libEGL/libGL, Mesa's driver). Used by the test suite and ``python -m vldac_lightning.doctor``.
+    """
+    try:
+        env = MiniWorldNav("OneRoom", obs_width=16, obs_height=12)
+        try:
+            env.reset(seed=0)
+        finally:
+            env.close()
+    except MiniWorldUnavailable as e:
+        return str(e)
+    return None

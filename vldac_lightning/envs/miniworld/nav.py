@@ -67,7 +67,7 @@ class MiniWorldNav(gym.Env):
     positive = to the left).
     """
 
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}  # MiniWorld's own frame rate
     action_names: tuple[str, ...] = tuple(str(i) for i in range(len(ACTION_MEANINGS)))
     action_meanings: tuple[str, ...] = ACTION_MEANINGS
 
