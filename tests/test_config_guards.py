@@ -91,7 +91,7 @@ def test_local_weights_folder_must_hold_a_checkpoint(tmp_path: Path) -> None:
 
     from vldac_lightning.models.availability import check_pretrained_available
 
-    with pytest.raises(ConfigError, match="without config.json"):
+    with pytest.raises(ConfigError, match="has no config.json"):
         check_pretrained_available(OmegaConf.create({"name_or_path": str(tmp_path), "local_files_only": True}))
     (tmp_path / "config.json").write_text("{}")
     assert check_pretrained_available(OmegaConf.create({"name_or_path": str(tmp_path), "local_files_only": False}))

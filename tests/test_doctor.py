@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from vldac_lightning.doctor import Check, compose_run_config, main, render_table, run_checks
 from vldac_lightning.doctor import checks as doctor
 from vldac_lightning.envs.miniworld.headless import gl_error_message
+from vldac_lightning.models import availability
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -93,7 +94,7 @@ def test_without_network_the_weights_check_says_how_to_run_offline(compose, monk
     def unreachable(url: str, timeout: float = 3) -> int:
         raise OSError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(doctor, "http_get_status", unreachable)
+    monkeypatch.setattr(availability, "http_get_status", unreachable)
     check = doctor.check_model_weights(compose("model=qwen2_vl_2b"))
     assert check.status == "fail" and "not reachable" in check.detail
     assert check.fix == "set model.local_files_only=true and model.name_or_path=/path/to/local/weights"
@@ -112,7 +113,7 @@ def test_without_network_the_weights_check_says_how_to_run_offline(compose, monk
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
     for status, verdict in ((200, "ok"), (401, "fail"), (404, "fail")):
-        monkeypatch.setattr(doctor, "http_get_status", lambda url, timeout=3, s=status: s)
+        monkeypatch.setattr(availability, "http_get_status", lambda url, timeout=3, s=status: s)
         assert doctor.check_model_weights(compose("model=qwen2_vl_2b")).status == verdict
 
 

@@ -14,13 +14,14 @@ import re
 import shutil
 import sqlite3
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
+
+from vldac_lightning.models import availability
+from vldac_lightning.models.availability import http_get_status
 
 __all__ = ["CHECKS", "Check", "NETWORK_TIMEOUT_S", "STATUSES"]
 
@@ -47,16 +48,6 @@ class Check:
 
 
 # --------------------------------------------------------------------------------------- probes
-def http_get_status(url: str, timeout: float = NETWORK_TIMEOUT_S) -> int:
-    """The HTTP status of ``GET url`` (raises ``OSError`` when the host cannot be reached in time)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "vldac_lightning-doctor"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as e:
-        return int(e.code)
-
-
 def find_browser() -> str | None:
     """The Chromium/Chrome executable WebShop will drive, or None."""
     if os.access("/usr/bin/chromium", os.X_OK):
@@ -296,53 +287,12 @@ def check_disk(cfg: DictConfig, fail_below_gib: float = DISK_FAIL_GIB, warn_belo
     return Check("disk", "ok", detail)
 
 
-def _hf_cached(repo_id: str) -> str | None:
-    """The cached ``config.json`` of a hub repo, or None (no network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json")
-    except ValueError:  # not a valid repo id
-        return None
-    return found if isinstance(found, str) else None
-
-
 def check_model_weights(cfg: DictConfig) -> Check:
     model = cfg.model
     if model.source != "pretrained":
         return Check("model weights", "ok", f"model.source={model.source}: built in code, nothing to download")
-    name = str(model.get("name_or_path") or "")
-    offline_fix = "set model.local_files_only=true and model.name_or_path=/path/to/local/weights"
-    path = Path(name).expanduser()
-    if path.is_dir():
-        if (path / "config.json").is_file():
-            return Check("model weights", "ok", f"local weights in {path}")
-        return Check("model weights", "fail", f"{path} has no config.json",
-                     "point model.name_or_path at the folder holding config.json and the *.safetensors files")
-    if not name or name.startswith(("/", ".", "~")) or path.exists():
-        return Check("model weights", "fail", f"model.name_or_path={name!r} is not a folder",
-                     "set model.name_or_path to a weights folder (with config.json) or a hub id like Qwen/Qwen2-VL-2B-Instruct")
-    cached = _hf_cached(name)
-    if cached:
-        return Check("model weights", "ok", f"{name} is in the Hugging Face cache ({Path(cached).parent})")
-    if model.get("local_files_only") or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return Check("model weights", "fail", f"{name} is not in the Hugging Face cache and downloads are off",
-                     f"download it where the hub is reachable (hf download {name}) and copy the folder here; then {offline_fix}")
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    try:
-        status = http_get_status(f"{endpoint}/api/models/{name}")
-    except OSError as e:
-        return Check("model weights", "fail", f"{name} is not cached and {endpoint} is not reachable: "
-                     f"{getattr(e, 'reason', e)}", offline_fix)
-    if status == 200:
-        return Check("model weights", "ok", f"{name} will be downloaded from {endpoint} on first use")
-    if status in (401, 403):
-        return Check("model weights", "fail", f"{endpoint} refuses {name} (HTTP {status}: gated or private)",
-                     "accept the model's license on the hub and export HF_TOKEN=...")
-    return Check("model weights", "fail", f"{endpoint} has no model {name!r} (HTTP {status})",
-                 "check model.name_or_path (a hub id like Qwen/Qwen2-VL-2B-Instruct, or a local folder)")
+    source = availability.weights_source(model, timeout=NETWORK_TIMEOUT_S)  # the decision train() makes
+    return Check("model weights", "ok" if source.ok else "fail", source.detail, "" if source.ok else source.fix)
 
 
 CHECKS: tuple[Callable[[DictConfig], Check], ...] = (
