@@ -8,6 +8,7 @@ inside ``train`` so ``--help`` and config errors come back fast.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import hydra
@@ -70,6 +71,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.utils.logging_utils import log_hyperparameters
     from vldac_lightning.utils.resume import check_resume, check_trainable_shapes, find_matching_last
 
+    # Our checkpoints are taken between iterations, where no update is half-done: Lightning's warning
+    # about manual optimisation and step-based checkpoints (with a page of example code) does not apply.
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     current = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(current, dict)
     if cfg.get("torch_threads"):
