@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
+from ..utils.interrupt import raise_if_stop_requested
 from ..utils.progress import Progress
 from .frames import FrameHistory
 
@@ -549,6 +550,9 @@ class EnvPool:
 
     def _restart(self, i: int, error: BaseException) -> None:
         """Replace copy ``i``'s worker, or stop if it keeps failing."""
+        # A stop signal often reaches the workers too (Ctrl-C, a scheduler signalling the process
+        # group): their deaths are then the stop, not faults to heal with new processes.
+        raise_if_stop_requested()
         self._failures_in_row[i] += 1
         self.restarts += 1
         reason = "no answer within the timeout" if isinstance(error, multiprocessing.TimeoutError) else repr(error)
