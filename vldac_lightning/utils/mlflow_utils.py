@@ -73,8 +73,8 @@ def check_tracking_store(cfg: DictConfig) -> None:
                 MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-            raise ConfigError(f"MLflow tracking store {uri} (MLFLOW_TRACKING_URI / logger.mlflow.tracking_uri) did "
-                              f"not answer within {timeout} s: {first}\n{fix}") from None
+            raise ConfigError(f"MLflow tracking store {uri} (MLFLOW_TRACKING_URI / logger.mlflow.tracking_uri) is not "
+                              f"usable (one try, {timeout} s timeout): {first}\n{fix}") from None
         log.info("MLflow tracking store %s answered in %.1f s", uri, time.monotonic() - started)
     elif uri.startswith("sqlite:///"):
         db = Path(uri.removeprefix("sqlite:///"))

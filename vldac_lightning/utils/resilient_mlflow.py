@@ -320,7 +320,8 @@ class ResilientMLFlowLogger(MLFlowLogger):
         if self._mlflow_client.down:
             self._mlflow_client.dropped["status"] += 1
             log.warning("MLflow run %s could not be marked %s (store %s unreachable); it will show as RUNNING",
-                        self._run_id, status, self._tracking_uri)
+                        self._run_id, "FINISHED" if status in ("success", "finished") else status.upper(),
+                        self._tracking_uri)
             return
         try:
             super().finalize(status)
