@@ -152,9 +152,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = episode_metrics(episodes)
     for k, v in metrics.items():
         print(f"{k}: {v:.4f}", flush=True)
-    results_file = write_results(cfg, metrics, ckpt_path, differences)
-    loggers = log_to_mlflow(cfg, metrics, ckpt_path)
-    print_run_locations(loggers, results_file=str(results_file))
+    print(f"Results: {write_results(cfg, metrics, ckpt_path, differences)}", flush=True)
+    print_run_locations(log_to_mlflow(cfg, metrics, ckpt_path))
     return metrics
 
 

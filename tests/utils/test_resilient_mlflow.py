@@ -80,7 +80,7 @@ def fake() -> tuple[FakeClient, Clock, ResilientClient]:
                                          clock=clock)
 
 
-def test_an_outage_is_warned_once_and_retried_once_per_interval(fake: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_an_outage_is_warned_once_and_retried_less_and_less_often(fake: Any, caplog: pytest.LogCaptureFixture) -> None:
     inner, clock, client = fake
     inner.down = True
     with caplog.at_level(logging.WARNING):
@@ -93,9 +93,15 @@ def test_an_outage_is_warned_once_and_retried_once_per_interval(fake: Any, caplo
         clock.now = 61.0  # one new attempt, which fails: still one warning
         client.log_batch("run", metrics=[metric("a", 24)])
         assert inner.calls == 2
+        clock.now = 61.0 + 119.0  # the wait doubled to 120 s
+        client.log_batch("run", metrics=[metric("a", 32)])
+        assert inner.calls == 2
+        clock.now = 61.0 + 121.0
+        client.log_batch("run", metrics=[metric("a", 40)])
+        assert inner.calls == 3
     warnings = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
     assert len(warnings) == 1 and "http://store" in warnings[0], warnings
-    assert client.buffered_metrics == 3 and client.dropped["artifacts"] >= 1 and client.outages == 1
+    assert client.buffered_metrics == 5 and client.dropped["artifacts"] >= 1 and client.outages == 1
 
 
 def test_kept_metrics_are_sent_when_the_store_is_back_and_losses_logged(fake: Any) -> None:

@@ -7,7 +7,8 @@ crashes the run. Here every write goes through :class:`ResilientClient`:
 - HTTP calls are bounded by MLflow's own settings (``MLFLOW_HTTP_REQUEST_TIMEOUT`` /
   ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``; the logger sets short defaults, the environment wins).
 - The first failure starts an *outage*, warned about once. During an outage the store is tried
-  again at most once per ``retry_interval_s``; in between, writes return at once.
+  again after ``retry_interval_s``, then after twice as long each time (up to 10×); in between,
+  writes return at once. So a dead server costs nothing and a hung one one timeout per try.
 - Metrics and params are kept (up to ``max_buffered_metrics`` values) and sent when the store is
   back; artifacts, tags and status updates are dropped. Everything lost is counted and logged as
   ``logger/dropped_*`` when the store comes back and when the run ends.
@@ -33,6 +34,8 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 # "genai_development", opens on traces and judges instead of the runs' charts).
 MODEL_TRAINING_KIND = "custom_model_development"
 # MLflow's REST limits per log_batch call.
+# During an outage the wait between tries doubles, up to this many retry intervals.
+_MAX_INTERVAL_FACTOR = 10
 # What an outage can lose, each counted and logged as logger/dropped_<kind>.
 LOSS_KINDS = ("metrics", "params", "artifacts", "tags", "status")
 _MAX_METRICS_PER_BATCH = 1000
@@ -79,6 +82,7 @@ class ResilientClient:
         self._clock = clock
         self.down_since: float | None = None
         self._next_try = 0.0
+        self._interval = self.retry_interval_s
         self.outages = 0
         self.dropped: Counter[str] = Counter()  # LOSS_KINDS -> items lost for good
         self.sent_late = 0  # metric values kept during an outage and sent afterwards
@@ -88,6 +92,8 @@ class ResilientClient:
         self._report_due: set[str] = set()  # runs whose dropped counts changed since last logged
 
     def __getattr__(self, name: str) -> Any:  # reads and anything not guarded below
+        if name == "_client" or name.startswith("__"):  # copy/pickle probe before __init__ ran
+            raise AttributeError(name)
         return getattr(self._client, name)
 
     # ------------------------------------------------------------------------------- state
@@ -123,9 +129,13 @@ class ResilientClient:
 
     def _failed(self, what: str, exc: BaseException) -> None:
         now = self._clock()
-        self._next_try = now + self.retry_interval_s
         if self.down:
+            # A long outage is tried less and less often: a hung server costs one timeout per try.
+            self._interval = min(self._interval * 2, _MAX_INTERVAL_FACTOR * self.retry_interval_s)
+            self._next_try = now + self._interval
             return
+        self._interval = self.retry_interval_s
+        self._next_try = now + self._interval
         self.down_since = now
         self.outages += 1
         log.warning(
