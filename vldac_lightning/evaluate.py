@@ -159,7 +159,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float | None:
-    return evaluate(cfg).get("eval/success_rate")
+    from vldac_lightning.utils.config import exit_on_config_error
+
+    with exit_on_config_error():
+        return evaluate(cfg).get("eval/success_rate")
 
 
 def cli() -> None:

@@ -62,6 +62,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.utils.mlflow_utils import check_tracking_store, print_run_locations
 
     check_tracking_store(cfg)  # an unusable MLflow store fails here, in seconds
+    if cfg.model.source == "pretrained":
+        from vldac_lightning.models.availability import check_pretrained_available
+
+        check_pretrained_available(cfg.model)  # seconds, not a minute of download retries
 
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -200,7 +204,10 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sweep metric (``optimized_metric``)."""
-    metrics, _ = train(cfg)
+    from vldac_lightning.utils.config import exit_on_config_error
+
+    with exit_on_config_error():
+        metrics, _ = train(cfg)
     name = cfg.get("optimized_metric")
     return metrics.get(name) if name else None
 

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
+from ..utils.progress import Progress
 from .frames import FrameHistory
 
 __all__ = [
@@ -513,6 +514,17 @@ class EnvPool:
             self._zero_copy(i)
         pending = list(copies)
         out: dict[int, dict[str, Any]] = {}
+        # Resets can be slow (ALFWorld generates and plans its games): report them past a few seconds.
+        progress = Progress(f"{self.name}: resetting {len(copies)} envs", len(copies), unit="envs") \
+            if len(copies) > 1 else None
+        try:
+            self._reset_pending(pending, out, progress)
+        finally:
+            if progress is not None:
+                progress.close()
+        return out
+
+    def _reset_pending(self, pending: list[int], out: dict[int, dict[str, Any]], progress: Progress | None) -> None:
         while pending:
             errors: dict[int, BaseException] = {}
             for i in pending:
@@ -527,12 +539,13 @@ class EnvPool:
                 try:
                     o, _ = self._workers[i].recv_reset(self._remaining(deadline))
                     out[i] = self._item(i, o)
+                    if progress is not None:
+                        progress.update()
                 except Exception as error:  # noqa: BLE001
                     errors[i] = error
             for i, error in errors.items():
                 self._restart(i, error)  # a fresh worker; the reset is retried with the same seed
             pending = sorted(errors)
-        return out
 
     def _restart(self, i: int, error: BaseException) -> None:
         """Replace copy ``i``'s worker, or stop if it keeps failing."""

@@ -26,6 +26,7 @@ from transformers import (
 )
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
+from vldac_lightning.models.availability import check_pretrained_available
 from vldac_lightning.models.processor import without_video
 from vldac_lightning.models.tiny import build_tiny_qwen2_vl
 
@@ -100,7 +101,9 @@ def load_backbone(cfg: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
     if cfg.source == "tiny":
         model, processor = build_tiny_qwen2_vl(**dict(cfg.tiny))
     elif cfg.source == "pretrained":
-        kwargs: dict[str, Any] = {"dtype": _dtype(cfg.dtype), "local_files_only": bool(cfg.local_files_only)}
+        # Decided up front (seconds): a local folder, the HF cache, or a reachable hub — else a clear error.
+        local_only = check_pretrained_available(cfg)
+        kwargs: dict[str, Any] = {"dtype": _dtype(cfg.dtype), "local_files_only": local_only}
         if cfg.get("attn_implementation"):
             kwargs["attn_implementation"] = cfg.attn_implementation
         log.info("Loading %s (%s)", cfg.name_or_path, cfg.dtype)
@@ -108,7 +111,7 @@ def load_backbone(cfg: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
         processor = load_processor(cfg.name_or_path, image_only=bool(cfg.image_only),
                                    image_min_pixels=cfg.get("image_min_pixels"),
                                    image_max_pixels=cfg.get("image_max_pixels"),
-                                   local_files_only=bool(cfg.local_files_only))
+                                   local_files_only=local_only)
     else:
         raise ValueError(f"model.source={cfg.source!r} is not known; choose 'tiny' or 'pretrained'")
     model.generation_config = neutral_generation_config(model, processor)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -26,6 +27,7 @@ from vldac_lightning.models.sampling import SamplingConfig
 from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.rollout.collector import RolloutStats
 from vldac_lightning.utils.interrupt import raise_if_stop_requested
+from vldac_lightning.utils.progress import Progress, eta, format_seconds
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,8 @@ class ActorCriticModule(L.LightningModule):
         self._bad_micro = False
         self._bad_updates = 0
         self._iter_stats: dict[str, list[float]] = defaultdict(list)
-        self._progress: Any = None
+        self._progress: Progress | None = None
+        self._run_start: tuple[float, int] | None = None  # (time, first iteration of this process)
         self.iteration = 0
         # The run's resolved config (a plain dict), saved in every checkpoint so a resume or an
         # evaluation can check it is given the same env/model/algorithm (utils/resume.py).
@@ -123,19 +126,13 @@ class ActorCriticModule(L.LightningModule):
 
     def start_iteration(self, iteration: int) -> None:
         self.iteration = iteration
-        trainer = self._trainer
-        enabled = trainer is not None and trainer.progress_bar_callback is not None and trainer.is_global_zero
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self._progress = tqdm(total=1, desc=f"rollout {iteration + 1}/{self.num_iterations}", leave=False,
-                                  dynamic_ncols=True)
+        if self._run_start is None:
+            self._run_start = (time.monotonic(), iteration)
+        self._progress = Progress(f"iteration {iteration + 1}/{self.num_iterations}: rollout", 1, unit="steps")
 
     def rollout_progress(self, done: int, total: int) -> None:
         if self._progress is not None:
-            self._progress.total = total
-            self._progress.n = done
-            self._progress.refresh()
+            self._progress.set(done, total)
             if done == total:
                 self._progress.close()
                 self._progress = None
@@ -252,3 +249,9 @@ class ActorCriticModule(L.LightningModule):
         if "train/value_loss" in metrics:
             self.log("v_loss", metrics["train/value_loss"], prog_bar=True, logger=False)
         self.log("env_steps", float(self.env_steps_after(iteration)), prog_bar=True, logger=False)
+        if self._run_start is not None:  # one line per iteration: where the run is and when it ends
+            t0, first = self._run_start
+            elapsed, done = time.monotonic() - t0, iteration + 1 - first
+            log.info("iteration %d/%d done: %d env steps, %s elapsed, ETA %s", iteration + 1, self.num_iterations,
+                     self.env_steps_after(iteration), format_seconds(elapsed),
+                     eta(elapsed, done, self.num_iterations - first))

@@ -18,6 +18,7 @@ from vldac_lightning.envs.pool import success_by_task_type
 from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.utils.interrupt import raise_if_stop_requested
+from vldac_lightning.utils.progress import Progress
 
 
 @dataclass
@@ -174,21 +175,23 @@ def run_episodes(policy: VLMPolicy, pool: Any, seeds: Sequence[int], *, do_sampl
     policy.eval()
     finished: list[Any] = []
     N = pool.num_envs
-    for start in range(0, len(seeds), N):
-        batch = list(seeds[start : start + N])
-        # Filler envs (last batch) get seeds outside every range; their episodes are ignored.
-        padded = batch + [2**31 - 1 - i for i in range(N - len(batch))]
-        obs = pool.reset(padded)
-        done = [False] * N
-        for n in range(len(batch), N):
-            done[n] = True
-        while not all(done):
-            raise_if_stop_requested()
-            out = policy.act(obs, do_sample=do_sample, with_scores=False)
-            result = pool.step(out.texts)
-            for ep in result.episodes:
-                if not done[ep.env_index]:
-                    done[ep.env_index] = True
-                    finished.append(ep)
-            obs = result.obs
+    with Progress("evaluation", len(seeds), unit="episodes") as progress:
+        for start in range(0, len(seeds), N):
+            batch = list(seeds[start : start + N])
+            # Filler envs (last batch) get seeds outside every range; their episodes are ignored.
+            padded = batch + [2**31 - 1 - i for i in range(N - len(batch))]
+            obs = pool.reset(padded)
+            done = [False] * N
+            for n in range(len(batch), N):
+                done[n] = True
+            while not all(done):
+                raise_if_stop_requested()
+                out = policy.act(obs, do_sample=do_sample, with_scores=False)
+                result = pool.step(out.texts)
+                for ep in result.episodes:
+                    if not done[ep.env_index]:
+                        done[ep.env_index] = True
+                        finished.append(ep)
+                        progress.update()
+                obs = result.obs
     return finished

@@ -38,9 +38,31 @@ def check_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str
     return None
 
 
+def normalize_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> tuple[list[str], list[str]]:
+    """Rewrite ``[+]env/gym_cards=blackjack`` (the form ``--help``'s group list suggests) to
+    ``env=gym_cards/blackjack``, returning (new argv, notes). Hydra would otherwise compose the file
+    into a new ``env.gym_cards`` node that nothing reads, and train the default env."""
+    out, notes = [], []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        bare = key.lstrip("+")
+        group, _, sub = bare.partition("/")
+        if sep and sub and not arg.startswith("-") and (conf_dir / group).is_dir() and "." not in bare:
+            fixed = f"{group}=" + ",".join(f"{sub}/{v.strip()}" for v in value.split(","))
+            notes.append(f"note: reading {arg} as {fixed} (the {group} group's choices are nested names)")
+            out.append(fixed)
+        else:
+            out.append(arg)
+    return out, notes
+
+
 def run_cli(main: Callable[[], object]) -> None:
-    """Console entry point: friendly group-choice errors first, then the Hydra ``main``."""
-    error = check_group_overrides(sys.argv[1:])
+    """Console entry point: nested group choices normalised, friendly group-choice errors, then Hydra."""
+    argv, notes = normalize_group_overrides(sys.argv[1:])
+    for note in notes:
+        print(note, file=sys.stderr)
+    sys.argv[1:] = argv
+    error = check_group_overrides(argv)
     if error:
         sys.exit(error)
     main()

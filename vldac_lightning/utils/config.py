@@ -6,9 +6,18 @@ model is loaded or simulator started.
 
 from __future__ import annotations
 
+import difflib
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 ALGOS = ("vldac",)
 MODEL_SOURCES = ("tiny", "pretrained")
@@ -18,6 +27,17 @@ PARSE_FAILURE = ("random", "penalty")
 
 class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type, or out of range."""
+
+
+@contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """In a command-line entry point: a :class:`ConfigError` is the user's to fix, so print its
+    message alone (no traceback) and exit with status 2, as argparse does for bad arguments."""
+    try:
+        yield
+    except ConfigError as exc:
+        print(f"Config error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -49,9 +69,112 @@ def _choice(cfg: DictConfig, key: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+# Config nodes whose keys are passed on as keyword arguments, so no YAML file lists them all.
+OPEN_SECTIONS = ("env.env_kwargs", "logger", "hydra")
+
+
+def _conf_dir() -> Path:
+    from vldac_lightning.utils.choices import CONF_DIR
+
+    return CONF_DIR
+
+
+@lru_cache(maxsize=4)
+def defined_keys(conf_dir: Path | None = None) -> frozenset[str]:
+    """Every dotted key some file under ``conf/`` defines (files of group ``g/…`` define ``g.*``;
+    ``# @package _global_`` files define keys from the root)."""
+    root = conf_dir or _conf_dir()
+    keys: set[str] = set()
+    for path in root.rglob("*.yaml"):
+        rel = path.relative_to(root)
+        text = path.read_text()
+        package = "" if "@package _global_" in text.split("\n", 3)[0] or len(rel.parts) == 1 else rel.parts[0]
+        node = OmegaConf.load(path)
+        container = OmegaConf.to_container(node, resolve=False) if node is not None else {}
+        if isinstance(container, dict):
+            container.pop("defaults", None)
+            keys.update(_dotted(container, package))
+            if package:
+                keys.add(package)
+    return frozenset(keys)
+
+
+def _dotted(d: dict[str, Any], prefix: str) -> set[str]:
+    out: set[str] = set()
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.add(key)
+        if isinstance(v, dict):
+            out |= _dotted(v, key)
+    return out
+
+
+def _trainer_arguments() -> set[str]:
+    import inspect
+
+    import lightning
+
+    return set(inspect.signature(lightning.Trainer.__init__).parameters) - {"self"}
+
+
+def check_known_keys(cfg: DictConfig, conf_dir: Path | None = None) -> None:
+    """Reject keys no config file defines (``+algo.kl_bata=0.1`` would otherwise be ignored silently),
+    listing the nearest defined keys. ``trainer.*`` is checked against ``lightning.Trainer``'s arguments."""
+    known = defined_keys(conf_dir)
+    container = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(container, dict)
+    unknown = []
+    for key in sorted(_dotted(container, "")):
+        if key in known or any(key == s or key.startswith(s + ".") for s in OPEN_SECTIONS):
+            continue
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        if parent in unknown or any(key.startswith(u + ".") for u in unknown):
+            continue  # report a whole unknown subtree once
+        if parent == "trainer" and "_target_" in (cfg.get("trainer") or {}):
+            if key.split(".", 1)[1] in _trainer_arguments():
+                continue
+        unknown.append(key)
+    if unknown:
+        lines = []
+        for key in unknown:
+            near = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.75)
+            lines.append(f"  {key}" + (f" (did you mean {', '.join(near)}?)" if near else ""))
+        raise ConfigError("these config keys are not defined by any config file, so nothing would read them:\n"
+                          + "\n".join(lines) + "\nFix the spelling (no '+' is needed for a key that exists), or "
+                          "see docs/config.md#overrides.")
+
+
+def check_run_mode(cfg: DictConfig) -> None:
+    """A sweep config chosen without ``-m`` would silently run its first point only."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):  # not under Hydra (tests compose configs directly)
+        return
+    search = hc.runtime.choices.get("hparams_search")
+    if search not in (None, "null") and hc.mode == RunMode.RUN:
+        raise ConfigError(f"hparams_search={search} defines a sweep, but this is a single run: add -m "
+                          f"(python -m vldac_lightning.train -m hparams_search={search} ...)")
+
+
 def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` on the first invalid value (types, ranges, divisibility)."""
+    """Raise :class:`ConfigError` on the first invalid value (types, ranges, divisibility, unknown keys)."""
     from vldac_lightning.envs import registry
+
+    check_known_keys(cfg)
+    check_run_mode(cfg)
+    _number(cfg, "seed", integer=True, lo=0)
+    if cfg.get("torch_threads") is not None:
+        _number(cfg, "torch_threads", integer=True, lo=1)
+    trainer = cfg.get("trainer")
+    if trainer is not None and trainer.get("max_epochs", 1) not in (1, None):
+        raise ConfigError(f"trainer.max_epochs={trainer.max_epochs} has no effect here: one epoch is the whole "
+                          "rollout stream. Train longer with algo.total_env_steps=...")
+    if trainer is not None and trainer.get("max_steps", -1) not in (-1, None):
+        raise ConfigError(f"trainer.max_steps={trainer.max_steps} is not used: the run length is "
+                          "algo.total_env_steps (env steps), see docs/config.md#run-length")
 
     env_id = _get(cfg, "env.id")
     if env_id not in registry.ENV_IDS:
@@ -104,6 +227,9 @@ def validate_config(cfg: DictConfig) -> None:
                           f"per iteration is not divisible by algo.grad_accum_steps={accum}")
     if total < rollout:
         raise ConfigError(f"algo.total_env_steps={total} is smaller than one rollout (algo.rollout_steps={rollout})")
+    if total % rollout:
+        log.warning("algo.total_env_steps=%d is not a multiple of algo.rollout_steps=%d: the run trains %d "
+                    "iterations = %d env steps", total, rollout, total // rollout, total // rollout * rollout)
 
     _number(cfg, "optimizer.lr", lo=0, lo_open=True)
     _number(cfg, "optimizer.min_lr", lo=0)

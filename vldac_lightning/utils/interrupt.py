@@ -6,7 +6,7 @@ rollout or an evaluation, and every decode step of generation (a ``StoppingCrite
 SIGTERM handling stops after the current minibatch of an update. ``train()`` then writes a
 checkpoint where that is exact (see ``RolloutDataModule.safe_to_checkpoint``), marks the MLflow run
 KILLED, prints the resume command and exits with ``128 + signal`` (143 for SIGTERM), so a job chain
-(``afterok``) never mistakes a preempted run for a finished one. See docs/troubleshooting.md.
+(``afterok``) never mistakes a preempted run for a finished one. See docs/troubleshooting.md#stopping-a-run-sigterm-sigint-ctrl-c-preemption.
 """
 
 from __future__ import annotations
