@@ -25,6 +25,7 @@ _NAME_NOISE_KEYS = frozenset({"ckpt_path", "run_name", "logger", "torch_threads"
                               "resume_strict", "trainer.enable_progress_bar"})
 _NAME_NOISE_PREFIXES = ("paths.", "hydra.", "logger.")
 _MAX_NAME_LEN = 120
+_TASK_PREFIX = {"evaluate": "eval"}  # run names of other tasks than training start with this
 UI_COMMAND = ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow} ui --backend-store-uri {uri} "
               "--host 127.0.0.1 --port 5000")
 UI_LOCAL_URL = "http://127.0.0.1:5000"
@@ -122,7 +123,8 @@ def default_run_name(cfg: DictConfig) -> str:
     from hydra.types import RunMode
 
     hydra_cfg = _hydra_job()
-    parts = [] if str(cfg.get("task_name", "train")) == "train" else [str(cfg.task_name)[:4]]
+    task = str(cfg.get("task_name", "train"))
+    parts = [] if task == "train" else [_TASK_PREFIX.get(task, task)]
     parts.append(env_label(cfg, hydra_cfg))
     if hydra_cfg is not None:
         for override in hydra_cfg.overrides.task:
