@@ -20,12 +20,20 @@ log = logging.getLogger(__name__)
 
 
 def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
-    """The ``logger`` group's loggers; ``run_id`` reopens that MLflow run (exact resume)."""
+    """The ``logger`` group's loggers; ``run_id`` reopens that MLflow run (exact resume). An MLflow
+    run without ``run_name`` is named from the job's overrides (``default_run_name``)."""
+    from vldac_lightning.utils.mlflow_utils import default_run_name
+
     loggers = []
     for _name, logger_cfg in (cfg.get("logger") or {}).items():
         if logger_cfg is not None and "_target_" in logger_cfg:
             log.info("Instantiating logger <%s>", logger_cfg._target_)
-            extra = {"run_id": run_id} if run_id and str(logger_cfg._target_).endswith("MLFlowLogger") else {}
+            extra: dict[str, Any] = {}
+            if str(logger_cfg._target_).endswith("MLFlowLogger"):
+                if run_id:
+                    extra["run_id"] = run_id
+                elif logger_cfg.get("run_name") is None:
+                    extra["run_name"] = default_run_name(cfg)
             loggers.append(hydra.utils.instantiate(logger_cfg, **extra))
     return loggers
 
@@ -54,6 +62,9 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.utils.config import validate_config
 
     validate_config(cfg)  # before any model is loaded or simulator started
+    from vldac_lightning.utils.mlflow_utils import check_tracking_store, print_run_locations
+
+    check_tracking_store(cfg)  # an unusable MLflow store fails here, in seconds
     if cfg.model.source == "pretrained":
         from vldac_lightning.models.availability import check_pretrained_available
 
@@ -136,6 +147,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     metrics = dict(evaluation.history[-1][1]) if evaluation.history else {}
     if evaluation.history:
         metrics["eval/initial_success_rate"] = evaluation.history[0][1].get("eval/success_rate", float("nan"))
+    ckpt_cb = trainer.checkpoint_callback
+    print_run_locations(loggers, checkpoint_dir=ckpt_cb.dirpath if ckpt_cb is not None else None)
     objects = {"cfg": cfg, "datamodule": datamodule, "module": module, "trainer": trainer,
                "callbacks": callbacks, "loggers": loggers, "evaluation": evaluation}
     return metrics, objects

@@ -93,6 +93,8 @@ def test_mlflow_holds_the_run(smoke_run: Any) -> None:
     assert not missing, f"metrics missing from MLflow: {missing}"
     assert run.data.params.get("algo.kl_beta") == "0.05"
     client = mlflow.MlflowClient(tracking_uri=smoke_run["uri"])
+    # The MLflow UI opens a model-training experiment on its runs, not on the GenAI pages.
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert "config/config.yaml" in [a.path for a in client.list_artifacts(run.info.run_id, "config")]
     # x-axis = environment steps (docs/metrics.md#conventions): two 8-step rollouts; evaluation before training and at the end.
     history = {k: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)]
@@ -141,6 +143,25 @@ def test_evaluate_from_the_checkpoint(smoke_run: Any, compose_train_cfg: Any, mo
         torch.testing.assert_close(evaluated[name].detach(), p.detach(), atol=0, rtol=0)
 
 
+def test_evaluate_warns_when_the_env_differs_from_the_checkpoints(smoke_run: Any, compose_train_cfg: Any,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    import json
+    import logging
+
+    from vldac_lightning.evaluate import RESULTS_FILE, evaluate
+
+    ckpt_path = smoke_run["tmp"] / "out" / "checkpoints" / "last.ckpt"
+    # Trained with env.max_episode_steps=3; batching knobs (env.num_envs) are not differences.
+    cfg = compose_train_cfg(["debug=smoke", f"ckpt_path={ckpt_path}", "num_episodes=2", "env.max_episode_steps=4",
+                             "env.num_envs=1"], config_name="evaluate.yaml")
+    with caplog.at_level(logging.WARNING):
+        evaluate(cfg)
+    warnings = [r.getMessage() for r in caplog.records if "differs from the one it was trained with" in r.getMessage()]
+    assert len(warnings) == 1 and "env.max_episode_steps: 3 (checkpoint) -> 4 (now)" in warnings[0]
+    saved = json.loads((Path(cfg.paths.output_dir) / RESULTS_FILE).read_text())
+    assert saved["differs_from_checkpoint"] == {"env.max_episode_steps": [3, 4]}
+
+
 def test_hydra_multirun_sweep(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
@@ -154,6 +175,12 @@ def test_hydra_multirun_sweep(tmp_path: Path) -> None:
     assert len(runs) == 2
     assert sorted(r.data.params["algo.kl_beta"] for r in runs) == ["0.05", "0.15"]
     assert all(r.info.status == "FINISHED" and "eval/success_rate" in r.data.metrics for r in runs)
+    # Each job's run is named after what it changed, with its job number (MLflow's random names repeat).
+    assert sorted(r.info.run_name for r in runs) == [
+        "numberline-kl_beta=0.05-debug=smoke-max_episode_steps=3-seed0-job0",
+        "numberline-kl_beta=0.15-debug=smoke-max_episode_steps=3-seed0-job1"]
+    # Every job says where its checkpoint and MLflow run are.
+    assert proc.stdout.count("Checkpoints: ") == 2 and proc.stdout.count("MLflow: run numberline-kl_beta=") == 2
     # Each job writes its own checkpoints (sweep subdirs 0 and 1).
     ckpts = sorted(p.relative_to(tmp_path / "logs") for p in (tmp_path / "logs").glob("**/checkpoints/last.ckpt"))
     assert len(ckpts) == 2 and {p.parts[-3] for p in ckpts} == {"0", "1"}, ckpts

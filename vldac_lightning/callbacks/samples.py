@@ -34,7 +34,7 @@ class RolloutSamples(L.Callback):
             (folder / "sample.json").write_text(json.dumps({"env_steps": step, "prompt": obs["text"],
                                                             "response": text}, indent=2))
             for logger in trainer.loggers:
-                log_dir = getattr(logger, "experiment", None)
-                run_id = getattr(logger, "run_id", None)
-                if run_id is not None and hasattr(log_dir, "log_artifacts"):
-                    log_dir.log_artifacts(run_id, str(folder), artifact_path=f"samples/{folder.name}")
+                # Our MLflow logger's client drops (and counts) the sample while the store is down.
+                client, run_id = getattr(logger, "experiment", None), getattr(logger, "run_id", None)
+                if run_id is not None and hasattr(client, "log_artifacts"):
+                    client.log_artifacts(run_id, str(folder), artifact_path=f"samples/{folder.name}")

@@ -15,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import MLFlowLogger
 from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
@@ -105,7 +106,7 @@ class ActorCriticModule(L.LightningModule):
         # A resumed run keeps writing to the same MLflow run (train.py reads this back).
         for logger in self.loggers if self._trainer is not None else []:
             run_id = getattr(logger, "run_id", None)
-            if run_id is not None and type(logger).__name__ == "MLFlowLogger":
+            if run_id is not None and isinstance(logger, MLFlowLogger):
                 checkpoint["mlflow_run_id"] = str(run_id)
         checkpoint["bad_updates_in_row"] = int(self._bad_updates)
         if self.run_config is not None:
