@@ -10,7 +10,13 @@ it ran, prefill included):
 * ``ours``: ``VLMPolicy.generate`` (evaluation path);
 * ``hf_lora``: plain ``model.generate`` of the same LoRA model, no processor of ours;
 * ``hf_no_lora``: the same with the adapter disabled (what the LoRA layers cost per step);
-* ``ours_prefill``: ``ours_scored`` for one new token (the prefill and per-call set-up alone).
+* ``ours_prefill``: ``ours_scored`` for one new token (the prefill and per-call set-up alone);
+* ``ours_merged``: ``ours_scored`` with ``model.merge_lora_for_generation`` (merge cost included).
+
+The adapter gets random non-zero weights first (a trained one is not zero), and ``numerics``
+compares, for both generation paths, the recorded log π_old with a separate unmerged scoring
+forward of the same tokens (in bf16 the two differ by rounding even unmerged: cached decode vs
+one full forward).
 
 Then the Python functions that take the most time in one ``ours_scored`` call (cProfile, self
 time), to show whose code a step spends its time in. Last line: one JSON object.
@@ -77,6 +83,11 @@ def main() -> None:
     env.close()
     enc = policy.encode(observations)
     P = enc["input_ids"].shape[1]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a trained adapter is not zero: give it weights that change the outputs
+        for name, param in policy.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=gen).to(param) * 0.02)
 
     def ours_scored() -> int:
         return int(policy.generate_scored(enc)[0].shape[1])
@@ -100,8 +111,25 @@ def main() -> None:
         finally:
             policy.sampling = full
 
+    def ours_merged() -> int:
+        policy.merge_lora_for_generation = True
+        try:
+            return ours_scored()
+        finally:
+            policy.merge_lora_for_generation = False
+
+    def recorded_vs_scored(merged: bool) -> dict[str, float]:
+        policy.merge_lora_for_generation = merged
+        torch.manual_seed(1)
+        response, mask, logp, _ = policy.generate_scored(enc)
+        policy.merge_lora_for_generation = False
+        scored, _ = policy.score(enc, response, mask, with_values=False)
+        diff = (logp - scored)[mask].abs().float()
+        return {"max_abs": round(float(diff.max()), 5), "mean_abs": round(float(diff.mean()), 6),
+                "tokens": int(mask.sum())}
+
     variants = {"ours_scored": ours_scored, "ours": ours, "hf_lora": hf, "hf_no_lora": hf_no_lora,
-                "ours_prefill": ours_prefill}
+                "ours_prefill": ours_prefill, "ours_merged": ours_merged}
     with torch.no_grad():
         for fn in variants.values():  # warm-up: kernels, allocator
             fn()
@@ -111,6 +139,8 @@ def main() -> None:
             results[name] = {"ms_per_call": round(1000 * seconds, 1), "decode_steps": steps,
                              "ms_per_decode_step": round(1000 * seconds / max(steps, 1), 2)}
             print(name, results[name], flush=True)
+        numerics = {"unmerged": recorded_vs_scored(False), "merged": recorded_vs_scored(True)}
+        print("recorded log π_old vs unmerged scoring:", numerics, flush=True)
         profiler = cProfile.Profile()
         profiler.enable()
         ours_scored()
@@ -128,6 +158,7 @@ def main() -> None:
         "batch": args.batch, "tokens": args.tokens, "prompt_tokens": P,
         "params_b": round(sum(p.numel() for p in policy.parameters()) / 1e9, 3),
         "variants": results,
+        "numerics_recorded_vs_scored": numerics,
         "cprofile_self_s_total": round(total, 3),
         "cprofile_self_s_vldac_lightning": round(ours_self, 4),
         "cprofile_top_self": [{"fn": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1], "self_s": round(v[2], 4)}
