@@ -31,6 +31,7 @@ def smoke_summary(record: dict[str, Any]) -> dict[str, Any]:
         "run_s": record.get("wall_s"),
         "startup_s": record.get("startup_s"),
         "seconds": record.get("seconds"),
+        "ppo_update_s": record.get("ppo_update_s"),
         "decode_steps": record.get("decode_steps"),
         "ms_per_decode_step": record.get("ms_per_decode_step"),
         "peak_gpu_mem_gb": record.get("peak_gpu_mem_gb"),

@@ -3,7 +3,8 @@
     python experiments/train_timed.py --out timing.json [--run-dir DIR] [hydra overrides, e.g. debug=smoke logger=none]
 
 Times, by wrapping the classes training builds (inclusive: evaluation and rollouts contain their
-generate calls): building the model, evaluation, rollout collection, the PPO updates, and every
+generate calls, and ``update_minibatch`` the rollout an iteration's first minibatch collects;
+``ppo_update_s`` is the update alone): building the model, evaluation, rollout collection, the PPO updates, and every
 batched ``generate`` with the number of decode steps it ran. Writes one JSON object (also printed
 as the last line): wall seconds, the breakdown, the final metrics, peak GPU memory. Used by
 experiments/gpu_check.sh; on the CPU it is the quick proxy for the same questions.
@@ -118,6 +119,8 @@ def main() -> None:
         "train_s": round(train_s, 2),
         "startup_s": round(t_train - T_PROCESS, 2),  # imports + config
         "seconds": {k: round(v, 2) for k, v in sorted(timers.seconds.items())},
+        # An iteration's first minibatch collects its rollout inside training_step: take it out.
+        "ppo_update_s": round(timers.seconds["update_minibatch"] - timers.seconds["rollout"], 2),
         "calls": dict(sorted(timers.calls.items())),
         "decode_steps": timers.decode_steps,
         "generated_tokens": timers.generated_tokens,

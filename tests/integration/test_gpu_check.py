@@ -52,6 +52,7 @@ def test_timed_smoke_runs_without_mlflow_and_counts_decode_steps(tmp_path: Path)
     # Every generate call happens inside an evaluation or a rollout (the timings are inclusive).
     seconds = record["seconds"]
     assert 0 < seconds["generate"] <= seconds["evaluation"] + seconds["rollout"]
+    assert 0 < record["ppo_update_s"] < seconds["update_minibatch"]  # the rollouts taken out
     assert record["train_s"] <= record["wall_s"]
 
 
