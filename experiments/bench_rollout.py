@@ -1,6 +1,7 @@
 """Rollout throughput: a reference-style loop, our pooled rollout, and the generation limit.
 
-    python experiments/bench_rollout.py [--reps 5] [--threads 1] [hydra overrides: model=... env=...]
+    python experiments/bench_rollout.py [--reps 5] [--threads 1] [--env-counts 1,4,8,16] [--device auto]
+                                        [hydra overrides: model=... env=...]
     nox -s bench
 
 All in one process, on the same model and env (default: the tiny model on gym-cards NumberLine),
@@ -8,8 +9,10 @@ interleaved over ``--reps`` rounds, medians reported (ratios: the median of each
 
 * ``reference``: the RL4VLM loop — one env, batch-1 ``generate``, then a separate forward for
   log-probs + value and another (adapter disabled) for the reference log-probs;
-* ``ours``: :class:`RolloutCollector` over a pool of N = 1, 4, 8, 16 envs (the training path);
-* ``limit``: batched ``generate`` of recorded 16-env batches, each run for as many tokens as it
+* ``ours``: :class:`RolloutCollector` over a pool of N = 1, 4, 8, 16 envs (the training path;
+  ``--env-counts`` picks others, e.g. 16,64,256 on a GPU, where a decode step of batch 256 costs
+  little more than one of batch 16);
+* ``limit``: batched ``generate`` of recorded 16-env batches (the largest N when 16 is not swept), each run for as many tokens as it
   ran in the rollout, nothing else (no env, no parsing, no image processing, no value/reference passes).
 
 Then one full PPO iteration at the config's own settings (rollout_steps, num_envs, PPO epochs,
@@ -39,6 +42,7 @@ CONF_DIR = ROOT / "conf"
 sys.path.insert(0, str(ROOT))
 
 ENV_COUNTS = (1, 4, 8, 16)
+BASE_N = 16  # the pool size the reference and the limit are compared with (when swept)
 
 
 # ------------------------------------------------------------------------------------- setup
@@ -180,12 +184,13 @@ def ppo_update(policy: Any, rollout: Any, cfg: DictConfig, optimizer: torch.opti
     policy.train()
     accum = int(algo.grad_accum_steps)
     for i, mb in enumerate(minibatches):
+        mb = minibatch_on(mb, policy.device)
         enc = encode_minibatch(policy, mb.steps)
         R = mb.old_logprobs.shape[1]
         response_ids = pad_sequence([r.response_ids for r in mb.steps], batch_first=True,
                                     padding_value=policy.pad_token_id)
         response_ids = torch.nn.functional.pad(response_ids, (0, R - response_ids.shape[1]),
-                                               value=policy.pad_token_id)
+                                               value=policy.pad_token_id).to(policy.device)
         t0 = time.perf_counter()
         logprobs, values = policy.score(enc, response_ids, mb.response_mask, with_values=True)
         loss, _ = vldac_loss(
@@ -202,6 +207,11 @@ def ppo_update(policy: Any, rollout: Any, cfg: DictConfig, optimizer: torch.opti
             optimizer.zero_grad(set_to_none=True)
         timers.seconds["update"] += time.perf_counter() - t0
     policy.eval()
+
+
+def minibatch_on(mb: Any, device: torch.device) -> Any:
+    """The minibatch's tensors on the policy's device (the rollout buffer keeps them on the CPU)."""
+    return mb._replace(**{k: v.to(device) for k, v in mb._asdict().items() if isinstance(v, torch.Tensor)})
 
 
 def encode_minibatch(policy: Any, steps: list[Any]) -> dict[str, torch.Tensor]:
@@ -296,18 +306,28 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5, help="interleaved rounds (medians are reported)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 busy cores)")
     ap.add_argument("--steps", type=int, default=64, help="env steps per measurement (per N and for the reference)")
+    ap.add_argument("--ref-steps", type=int, default=None, help="reference-loop steps per round (default steps/4)")
+    ap.add_argument("--env-counts", default=",".join(map(str, ENV_COUNTS)),
+                    help="pool sizes N to measure, comma-separated (e.g. 16,64,256 on a GPU)")
+    ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_rollout.json"))
     ap.add_argument("--no-rss", action="store_true", help="skip the async-pool memory measurement")
     args, overrides = ap.parse_known_args()
+    counts = sorted({int(n) for n in args.env_counts.split(",")})
+    if not counts or counts[0] < 1:
+        raise SystemExit(f"--env-counts={args.env_counts!r}: give positive pool sizes, e.g. 1,4,8,16")
+    base_n = BASE_N if BASE_N in counts else counts[-1]
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t_start = time.perf_counter()
     cfg = compose(overrides)
     from vldac_lightning.rollout.collector import RolloutCollector
 
-    policy = build_policy(cfg)
+    policy = build_policy(cfg).to(device)
     mode = str(cfg.env.pool_mode)
-    pools = {n: make_pool(cfg, n, mode, base_seed=n) for n in ENV_COUNTS}
+    pools = {n: make_pool(cfg, n, mode, base_seed=n) for n in counts}
     collectors = {}
     for n, pool in pools.items():
         policy.set_action_names(pool.action_names)
@@ -319,23 +339,26 @@ def main() -> None:
     ref_state: dict[str, Any] = {}
     # Warm-up (allocator, first-call paths), and the prompts + lengths the limit replays.
     reference_loop(policy, ref_env, 4, ref_state)
-    _, _, warm = ours(collectors[16])
-    n16 = pools[16].num_envs
-    obs_batches = [[s.obs for s in warm.steps[i:i + n16]] for i in range(0, len(warm.steps), n16)]
+    _, _, warm = ours(collectors[base_n])
+    obs_batches = [[s.obs for s in warm.steps[i:i + base_n]] for i in range(0, len(warm.steps), base_n)]
     limit_encs = [policy.encode(b) for b in obs_batches]
     # A batched generate runs until its longest response ends: replay each recorded batch's length.
-    lengths = [int(m.sum(1).max()) for m in warm.response_mask.split(n16)]
+    lengths = [int(m.sum(1).max()) for m in warm.response_mask.split(base_n)]
     length = int(warm.response_mask.sum(1).float().median().item())
     limit_loop(policy, limit_encs[:1], lengths[:1])
+    if device.type == "cuda":  # each batch size's first call (kernel choice, allocator) stays out of the rounds
+        for n in counts:
+            if n != base_n:
+                ours(collectors[n])
 
     results: dict[str, list[float]] = defaultdict(list)
+    ref_steps = args.ref_steps if args.ref_steps is not None else max(1, args.steps // 4)
     for rep in range(args.reps):
-        results["reference"].append(reference_loop(policy, ref_env, args.steps // 4, ref_state))
-        for n in ENV_COUNTS:
+        results["reference"].append(reference_loop(policy, ref_env, ref_steps, ref_state))
+        for n in counts:
             sps, tps, _ = ours(collectors[n])
             results[f"ours{n}"].append(sps)
-            if n == 16:
-                results["tokens"].append(tps)
+            results[f"tokens{n}"].append(tps)
         sps, tps = limit_loop(policy, limit_encs, lengths)
         results["limit"].append(sps)
         results["limit_tokens"].append(tps)
@@ -346,7 +369,8 @@ def main() -> None:
     ref_env.close()
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    ratios = {k: [a / b for a, b in zip(results["ours16"], results[k])] for k in ("reference", "limit")}
+    ours_base = results[f"ours{base_n}"]
+    ratios = {k: [a / b for a, b in zip(ours_base, results[k])] for k in ("reference", "limit")}
     breakdown = ppo_iteration(policy, cfg)
     print(f"one PPO iteration: {breakdown}", flush=True)
     memory = None if args.no_rss else peak_rss(policy, cfg)
@@ -356,21 +380,24 @@ def main() -> None:
         "model": str(cfg.model.source if cfg.model.source == "tiny" else cfg.model.name_or_path),
         "env": str(cfg.env.id),
         "pool_mode": mode,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "reps": args.reps,
         "torch_threads": args.threads,
         "response_tokens": length,
         "reference_steps_per_s": round(med["reference"], 2),
-        "ours_steps_per_s": {str(n): round(med[f"ours{n}"], 2) for n in ENV_COUNTS},
+        "ours_steps_per_s": {str(n): round(med[f"ours{n}"], 2) for n in counts},
+        "ours_tokens_per_s": {str(n): round(med[f"tokens{n}"], 1) for n in counts},
         "limit_steps_per_s": round(med["limit"], 2),
-        "tokens_per_s": round(med["tokens"], 1),
+        "tokens_per_s": round(med[f"tokens{base_n}"], 1),
         "limit_tokens_per_s": round(med["limit_tokens"], 1),
         # Ratios within each round (measured minutes apart at most), then the median over rounds:
         # robust to the bursty load of a shared machine, unlike a ratio of separate medians.
-        "ratio_ours16_reference": round(statistics.median(ratios["reference"]), 2),
-        "ratio_ours16_limit": round(statistics.median(ratios["limit"]), 3),
+        f"ratio_ours{base_n}_reference": round(statistics.median(ratios["reference"]), 2),
+        f"ratio_ours{base_n}_limit": round(statistics.median(ratios["limit"]), 3),
         "ratios_per_round": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
         "breakdown": breakdown,
         "peak_rss_mb": memory,
+        "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -131,6 +131,20 @@ def test_trie_masks_and_response_masks(trie: ActionTrie) -> None:
     assert rm.gather(-1, responses.unsqueeze(-1)).all()
 
 
+def test_trie_masks_of_a_large_mixed_batch_match_the_allowed_sets(trie: ActionTrie) -> None:
+    # Masks are written for the whole batch at once: every row must still get exactly its own set.
+    prefixes = [[10], [13], [7], [10, 11], [13, EOS], [10, 12]] * 40
+    ids = torch.tensor([p + [PAD] * (2 - len(p)) for p in prefixes])
+    m = trie.mask(torch.tensor([p[:1] for p in prefixes]))
+    rm = trie.response_masks(ids)
+    assert m.shape == (len(prefixes), V) and rm.shape == (len(prefixes), 2, V)
+    for b, p in enumerate(prefixes):
+        assert m[b].nonzero().flatten().tolist() == sorted(trie.allowed(p[:1])), b
+        for j in range(2):
+            assert rm[b, j].nonzero().flatten().tolist() == sorted(trie.allowed(ids[b, :j].tolist())), (b, j)
+    assert trie.mask(torch.zeros(3, 0, dtype=torch.long)).sum(1).tolist() == [2, 2, 2]  # empty prefix: the roots
+
+
 def test_trie_rejects_empty() -> None:
     with pytest.raises(ValueError):
         ActionTrie([], vocab_size=V, pad_token_id=PAD)

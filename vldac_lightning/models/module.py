@@ -82,6 +82,7 @@ class ActorCriticModule(L.LightningModule):
                                     max_new_tokens=int(s.max_new_tokens)),
             response_mode=str(self.model_cfg.response_mode),
             kl_reference=str(self.algo.kl_reference),
+            merge_lora_for_generation=bool(self.model_cfg.get("merge_lora_for_generation", False)),
         )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

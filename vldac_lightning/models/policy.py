@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
+from vldac_lightning.models.lora_merge import lora_merged
 from vldac_lightning.models.processor import build_messages, to_pil
 from vldac_lightning.models.sampling import (
     ActionTrie,
@@ -144,6 +146,7 @@ class VLMPolicy(nn.Module):
         sampling: SamplingConfig,
         response_mode: str = "json",
         kl_reference: str = "base",
+        merge_lora_for_generation: bool = False,
     ) -> None:
         super().__init__()
         if response_mode not in RESPONSE_MODES:
@@ -155,6 +158,7 @@ class VLMPolicy(nn.Module):
         self.sampling = sampling
         self.response_mode = response_mode
         self.kl_reference = kl_reference
+        self.merge_lora_for_generation = merge_lora_for_generation
         hidden = model.get_base_model().config.get_text_config().hidden_size
         self.value_head = ValueHead(hidden, value_hidden_sizes)
         tok = processor.tokenizer
@@ -369,7 +373,10 @@ class VLMPolicy(nn.Module):
                 captured.append(args[0][:, -1])
 
         handle = self._lm_head().register_forward_pre_hook(capture) if with_scores else None
+        weights = ExitStack()
         try:
+            if self.merge_lora_for_generation:
+                weights.enter_context(lora_merged(self.model))
             out = self.model.generate(
                 **enc,
                 logits_processor=LogitsProcessorList([processor]),
@@ -381,6 +388,7 @@ class VLMPolicy(nn.Module):
                 stopping_criteria=StoppingCriteriaList([StopOnSignal()]),
             )
         finally:
+            weights.close()
             if handle is not None:
                 handle.remove()
         raise_if_stop_requested()  # a cut-short batch must not reach an env or the rollout

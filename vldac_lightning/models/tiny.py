@@ -96,8 +96,15 @@ def build_tiny_qwen2_vl(
     image_size: int = 56,
     vocab_size: int = 512,
     seed: int = 0,
+    init_device: str = "cpu",
 ) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLProcessor]:
-    """Build the tiny model and its image-only processor (images resized to ``image_size``²)."""
+    """Build the tiny model and its image-only processor (images resized to ``image_size``²).
+
+    ``init_device`` is where the weights are created and randomly initialised. At toy size the CPU
+    is right; a model scaled up through these arguments to billions of parameters (a GPU check of
+    a 2B-shaped model) is initialised many times faster on the GPU it will run on (a 1.8 B model:
+    ~20 s of single-threaded CPU random init). Same seed + same device → same weights.
+    """
     if image_size % 28 != 0:
         raise ValueError(f"model.tiny.image_size must be a multiple of 28 (patch 14 x merge 2), got {image_size}")
     tokenizer = build_tiny_tokenizer(vocab_size)
@@ -141,10 +148,13 @@ def build_tiny_qwen2_vl(
         pad_token_id=ids("<|endoftext|>"),
         tie_word_embeddings=True,
     )
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    torch.random.set_rng_state(generator_state)  # building a model must not perturb the caller's RNG
+    device = torch.device(init_device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"model.tiny.init_device={init_device!r} but CUDA is not available; use init_device=cpu")
+    # Building a model must not perturb the caller's RNG streams (CPU, and the init device's).
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), device:
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(config)
     # smart_resize floors sqrt(max_pixels)/28 in floating point: max_pixels = size² would round a
     # 300 px frame down to 28 px. A half-patch of slack makes the result exactly image_size².
     image_processor = Qwen2VLImageProcessorPil(min_pixels=image_size**2, max_pixels=(image_size + 14) ** 2)
