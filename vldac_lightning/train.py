@@ -68,7 +68,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     k = datamodule.optimizer_steps_per_iteration
     module = ActorCriticModule(cfg.model, cfg.algo, cfg.optimizer, optimizer_steps_per_iteration=k,
                                num_iterations=datamodule.num_iterations)
-    datamodule.attach(module)
     callbacks = build_callbacks(cfg, k)
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path == "last":
