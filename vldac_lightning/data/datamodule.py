@@ -21,6 +21,7 @@ from vldac_lightning.envs.factory import LanguageEnvThunk
 from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
 from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
+from vldac_lightning.rollout.episodes import EpisodeCollector
 from vldac_lightning.utils.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.pool_mode = pool_mode
         self.train_pool: EnvPool | None = None
         self.eval_pool: EnvPool | None = None
-        self.collector: RolloutCollector | None = None
+        self.collector: RolloutCollector | EpisodeCollector | None = None
         self.last_rollout_stats: RolloutStats | None = None
         self._resume_state: dict[str, Any] | None = None
 
@@ -74,6 +75,15 @@ class RolloutDataModule(L.LightningDataModule):
     @property
     def num_envs(self) -> int:
         return int(self.env_cfg.num_envs)
+
+    @property
+    def group_size(self) -> int:
+        return int(self.env_cfg.get("group_size", 1))
+
+    def grouped_train_seeds(self, base_seed: int) -> list[int]:
+        """One training seed per task group, repeated for each of the group's copies."""
+        k = self.group_size
+        return [s for s in train_seeds(base_seed, self.num_envs // k) for _ in range(k)]
 
     @property
     def steps_per_env(self) -> int:
@@ -89,17 +99,17 @@ class RolloutDataModule(L.LightningDataModule):
         return int(self.algo.ppo_epochs) * minibatches // int(self.algo.grad_accum_steps)
 
     # ---------------------------------------------------------------------------- lifecycle
-    def make_pool(self, n: int, seeds: list[int]) -> EnvPool:
+    def make_pool(self, n: int, seeds: list[int], group_size: int = 1) -> EnvPool:
         thunk = env_factory(self.env_cfg, self.response_mode)
         get = self.env_cfg.get
         return EnvPool([thunk] * n, mode=self.pool_mode, seeds=seeds, name=str(self.env_cfg.id),
                        step_timeout_s=get("step_timeout_s", 60.0), reset_timeout_s=get("reset_timeout_s", 300.0),
-                       max_restarts=int(get("max_restarts", 3)))
+                       max_restarts=int(get("max_restarts", 3)), group_size=group_size)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_pool is None and stage in (None, "fit"):
             log.info("Starting %d %s envs (%s pool)", self.num_envs, self.env_cfg.id, self.pool_mode)
-            self.train_pool = self.make_pool(self.num_envs, train_seeds(self.seed, self.num_envs))
+            self.train_pool = self.make_pool(self.num_envs, self.grouped_train_seeds(self.seed), self.group_size)
         if self.eval_pool is None:
             n = int(self.env_cfg.eval_num_envs)
             self.eval_pool = self.make_pool(n, eval_seeds(self.seed, n))
@@ -133,9 +143,13 @@ class RolloutDataModule(L.LightningDataModule):
         # model construction or Lightning's start-up shift them.
         self._resume_state = dict(state)
 
-    def _start_collector(self, policy: Any, iteration: int) -> RolloutCollector:
+    def _start_collector(self, policy: Any, iteration: int, needs: Any) -> RolloutCollector | EpisodeCollector:
         assert self.train_pool is not None
-        collector = RolloutCollector(self.train_pool, policy, self.steps_per_env)
+        collector: RolloutCollector | EpisodeCollector
+        if needs is not None and needs.whole_episodes:
+            collector = EpisodeCollector(self.train_pool, policy, int(self.algo.rollout_steps))
+        else:
+            collector = RolloutCollector(self.train_pool, policy, self.steps_per_env)
         resume, self._resume_state = self._resume_state, None
         if resume is not None and "train_pool" in resume:
             log.info("Restoring %d env episodes from the checkpoint (replaying their actions)", self.num_envs)
@@ -144,7 +158,7 @@ class RolloutDataModule(L.LightningDataModule):
             if resume is not None or iteration > 0:
                 log.warning("The checkpoint holds no env-pool state (saved by an older version): envs restart "
                             "from fresh seeds, so this resume is not exact")
-            collector.reset(train_seeds(self.seed + 7919 * iteration, self.num_envs))
+            collector.reset(self.grouped_train_seeds(self.seed + 7919 * iteration))
         if resume is not None and "rng" in resume:
             restore_rng_state(resume["rng"])
         return collector
@@ -167,7 +181,7 @@ class RolloutDataModule(L.LightningDataModule):
             raise RuntimeError("RolloutDataModule.setup('fit') must run before collecting")
         policy.set_action_names(self.train_pool.action_names)
         if self.collector is None:
-            self.collector = self._start_collector(policy, iteration)
+            self.collector = self._start_collector(policy, iteration, needs)
         self.collector.policy = policy
         rollout, stats = self.collector.collect(progress=progress, needs=needs)
         self.last_rollout_stats = stats
