@@ -10,6 +10,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from vldac_lightning.algo.base import Algorithm, algorithm_class, build_algorithm
+from vldac_lightning.algo.group import GroupAlgorithm
+from vldac_lightning.algo.group_advantages import broadcast_to_steps, episode_returns, group_normalized
 from vldac_lightning.utils.config import ConfigError, validate_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -86,3 +88,42 @@ def test_the_fig4_ladder_composes_on_rl4vlm(compose_train_cfg: Compose) -> None:
 def test_rl4vlm_lambda_follows_the_env(compose_train_cfg: Compose) -> None:
     assert compose_train_cfg(["algo=rl4vlm"]).algo.thought_lambda == 0.5  # gym-cards
     assert compose_train_cfg(["algo=rl4vlm", "env=alfworld"]).algo.thought_lambda == 0.2
+
+
+class MeanNormGRPO(GroupAlgorithm):
+    """README's "sixth algorithm" example: GRPO without the std."""
+
+    name = "meannorm"
+
+    def step_advantages(self, rollout, rewards, episode_ids, group_ids, valid):  # type: ignore[no-untyped-def]
+        episodes = episode_returns(rewards, episode_ids, group_ids, valid)
+        per_episode = group_normalized(episodes.returns, episodes.group_ids.tolist(), scale="none")
+        return broadcast_to_steps(per_episode, episodes.episode_ids, episode_ids)
+
+
+def test_a_sixth_algorithm_is_one_class_plus_one_config(tmp_path: Path) -> None:
+    """The README's recipe, done: a config file naming a new class is all ``algo=meannorm`` needs."""
+    import shutil
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from tests.algo.test_group_advantages import GIGPO_STEPS, grouped_rollout
+
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf)
+    (conf / "algo" / "meannorm.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - /algo_shared/ppo@algo\n  - _self_\n"
+        f"algo:\n  _target_: {__name__}.MeanNormGRPO\n  name: meannorm\nenv:\n  group_size: 4\n")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+            cfg = compose("train.yaml", overrides=["algo=meannorm", "logger=none", "paths.log_dir=/tmp/unused"])
+    finally:
+        GlobalHydra.instance().clear()
+    validate_config(cfg)
+    algorithm = build_algorithm(cfg.algo)
+    assert isinstance(algorithm, MeanNormGRPO) and algorithm.needs().whole_episodes
+    # Group 0 returns 1, 4 → mean 2.5 → ∓1.5;  group 1 returns 0, 3 → mean 1.5 → ∓1.5.
+    advantages = algorithm.targets(grouped_rollout(GIGPO_STEPS)).advantages.squeeze(1)
+    assert advantages.tolist() == pytest.approx([-1.5, 1.5, -1.5, 1.5, -1.5, 1.5, -1.5, 1.5, 1.5])

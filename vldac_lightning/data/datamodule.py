@@ -170,12 +170,13 @@ class RolloutDataModule(L.LightningDataModule):
         for iteration in range(start, self.num_iterations):
             yield TrainBatch(iteration)
 
-    def collect(self, policy: Any, iteration: int, needs: Any = None,
-                progress: Any = None) -> tuple[Rollout, RolloutStats]:
+    def collect(self, policy: Any, iteration: int, needs: Any = None, progress: Any = None,
+                budget: int | None = None) -> tuple[Rollout, RolloutStats]:
         """Iteration ``iteration``'s rollout, collected with ``policy`` as it is now.
 
         ``needs`` (an algorithm's ``RolloutNeeds``) says what to record beyond the essentials;
-        ``progress(done, total)`` is called after every env step.
+        ``progress(done, total)`` is called after every env step; ``budget`` is the env-step budget
+        of a whole-episode rollout (default ``algo.rollout_steps``; fixed-length rollouts ignore it).
         """
         if self.train_pool is None:
             raise RuntimeError("RolloutDataModule.setup('fit') must run before collecting")
@@ -183,6 +184,9 @@ class RolloutDataModule(L.LightningDataModule):
         if self.collector is None:
             self.collector = self._start_collector(policy, iteration, needs)
         self.collector.policy = policy
-        rollout, stats = self.collector.collect(progress=progress, needs=needs)
+        if isinstance(self.collector, EpisodeCollector):
+            rollout, stats = self.collector.collect(progress=progress, needs=needs, budget=budget)
+        else:
+            rollout, stats = self.collector.collect(progress=progress, needs=needs)
         self.last_rollout_stats = stats
         return rollout, stats

@@ -121,11 +121,6 @@ class ActorCriticModule(L.LightningModule):
         """Env steps collected so far (the x-axis of every metric, SPEC §7)."""
         return int(self._env_steps or 0)
 
-    def _count_env_steps(self, iteration: int, steps: int) -> None:
-        if self._env_steps is None:  # fresh run, or a checkpoint from before env steps were saved
-            self._env_steps = iteration * int(self.algo.rollout_steps)
-        self._env_steps += int(steps)
-
     def start_iteration(self, iteration: int) -> None:
         self.iteration = iteration
         trainer = self._trainer
@@ -177,8 +172,15 @@ class ActorCriticModule(L.LightningModule):
 
         # 1. Rollout with the current policy (π_old, V_old, and whatever else the algorithm needs).
         self.start_iteration(iteration)
-        rollout, stats = datamodule.collect(policy, iteration, algorithm.needs(), progress=self.rollout_progress)
-        self._count_env_steps(iteration, stats.steps)
+        rollout_steps = int(self.algo.rollout_steps)
+        if self._env_steps is None:  # fresh run, or a checkpoint from before env steps were saved
+            self._env_steps = iteration * rollout_steps
+        # Whole-episode rollouts end on whole rounds; what one overshoots comes off the next one's budget,
+        # so every method has used (iteration + 1) · rollout_steps env steps, up to one round.
+        budget = (iteration + 1) * rollout_steps - self._env_steps
+        rollout, stats = datamodule.collect(policy, iteration, algorithm.needs(), progress=self.rollout_progress,
+                                            budget=budget)
+        self._env_steps += int(stats.steps)
 
         # 2. Advantages and targets, once, when the rollout ends.
         targets = algorithm.targets(rollout)
@@ -189,19 +191,19 @@ class ActorCriticModule(L.LightningModule):
         frozen = algorithm.policy_frozen(iteration)
         generator = torch.Generator().manual_seed(datamodule.seed * 1_000_003 + iteration)
         # A varying number of steps (whole-episode rollouts) is split into the usual number of minibatches.
-        num_minibatches = None if rollout.num_steps == int(self.algo.rollout_steps) else \
-            int(self.algo.rollout_steps) // int(self.algo.minibatch_size)
+        num_minibatches = None if rollout.num_steps == rollout_steps else rollout_steps // int(self.algo.minibatch_size)
         accum = int(self.algo.grad_accum_steps)
         self.update_mode()
         for _epoch in range(int(self.algo.ppo_epochs)):
             for mb in rollout.minibatches(targets.advantages, targets.returns, int(self.algo.minibatch_size),
                                           generator, num_minibatches=num_minibatches):
-                loss, loss_stats = self.minibatch_loss(mb, policy_frozen=frozen)
-                if torch.isfinite(loss):
-                    self.manual_backward(loss / accum)
-                else:
-                    self._bad_micro = True
-                self._record(loss_stats, loss)
+                if len(mb.steps):  # a short whole-episode rollout may leave a minibatch empty: no loss
+                    loss, loss_stats = self.minibatch_loss(mb, policy_frozen=frozen)
+                    if torch.isfinite(loss):
+                        self.manual_backward(loss / accum)
+                    else:
+                        self._bad_micro = True
+                    self._record(loss_stats, loss)
                 self._micro += 1
                 if self._micro % accum == 0:
                     self._optimizer_step()

@@ -116,13 +116,13 @@ class Rollout:
         gives the same minibatches.  ``batch_size`` must divide T·N: a ragged last minibatch
         would weigh its few steps more than the rest.  Whole-episode rollouts have a varying
         number of steps; for them ``num_minibatches`` splits the permutation into that many
-        near-equal minibatches instead (sizes differ by at most one), so every iteration takes the
-        same number of optimizer steps.
+        near-equal minibatches instead (sizes differ by at most one; empty ones when there are
+        fewer steps than minibatches), so every iteration takes the same number of optimizer steps.
         """
         num_steps = self.num_steps
         if num_minibatches is not None:
-            if not 1 <= num_minibatches <= num_steps:
-                raise ValueError(f"cannot split a rollout of {num_steps} steps into {num_minibatches} minibatches")
+            if num_minibatches < 1:
+                raise ValueError(f"num_minibatches must be >= 1, got {num_minibatches}")
         elif batch_size <= 0 or num_steps % batch_size != 0:
             divisors = [d for d in range(1, num_steps + 1) if num_steps % d == 0]
             raise ValueError(

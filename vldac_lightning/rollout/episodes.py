@@ -6,9 +6,11 @@ group begin every episode from the same seed, so they face the same task (docs/a
 A rollout is a sequence of *rounds*. In a round every copy plays exactly one episode to its end;
 a copy whose episode ended waits (``EnvPool.step(active=...)``: no step, no generation) until the
 whole round is over, and the pool has already reset it to its group's next episode. Rounds are
-collected until the rollout has at least ``algo.rollout_steps`` env steps, so a rollout is whole
-rounds — G groups × K complete episodes each — and overshoots the budget by less than one round.
-Only stepped copies count as env steps; the x-axis stays honest.
+collected until the rollout has at least its env-step budget, so a rollout is whole rounds — G
+groups × K complete episodes each — and overshoots the budget by less than one round; the learner
+takes the overshoot off the next rollout's budget, so after i iterations a run has used
+i · ``algo.rollout_steps`` env steps up to one round, like every other method. Only stepped copies
+count as env steps; the x-axis stays honest.
 
 - **Truncated episodes** (the env's time limit) end the episode like a termination: their return is
   what they collected (the methods have no critic to bootstrap from), and they count as complete.
@@ -54,8 +56,11 @@ class EpisodeCollector:
         self.obs = self.pool.reset(seeds)
 
     @torch.no_grad()
-    def collect(self, progress: Any = None, needs: Any = None) -> tuple[Rollout, RolloutStats]:
-        """Whole rounds of grouped episodes, at least ``step_budget`` env steps in all."""
+    def collect(self, progress: Any = None, needs: Any = None,
+                budget: int | None = None) -> tuple[Rollout, RolloutStats]:
+        """Whole rounds of grouped episodes, at least ``budget`` (default ``step_budget``) env steps
+        in all — and at least one round."""
+        budget = self.step_budget if budget is None else max(int(budget), 1)
         if self.obs is None:
             self.reset()
         assert self.obs is not None
@@ -70,7 +75,7 @@ class EpisodeCollector:
         start = time.perf_counter()
         self.policy.eval()  # no dropout while acting: π_old is the deterministic network
         round_index = 0
-        while stats.steps < self.step_budget:
+        while stats.steps < budget:
             active = [True] * N
             # Rows of each copy's episode in this round, to invalidate them if the episode is dropped.
             episode_rows: list[list[int]] = [[] for _ in range(N)]
@@ -118,7 +123,7 @@ class EpisodeCollector:
                 stats.steps += len(idx)
                 _count_failures(stats, [result.infos[i] for i in idx])
                 if progress is not None:
-                    progress(min(stats.steps, self.step_budget), self.step_budget)
+                    progress(min(stats.steps, budget), budget)
             round_index += 1
         self.rounds += round_index
         stats.seconds = time.perf_counter() - start
