@@ -113,7 +113,7 @@ def test_a_sixth_algorithm_is_one_class_plus_one_config(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     shutil.copytree(CONF, conf)
     (conf / "algo" / "meannorm.yaml").write_text(
-        "# @package _global_\ndefaults:\n  - /algo_shared/ppo@algo\n  - _self_\n"
+        "# @package _global_\ndefaults:\n  - /algo/shared/ppo@algo\n  - _self_\n"
         f"algo:\n  _target_: {__name__}.MeanNormGRPO\n  name: meannorm\nenv:\n  group_size: 4\n")
     GlobalHydra.instance().clear()
     try:

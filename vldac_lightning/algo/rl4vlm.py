@@ -8,7 +8,7 @@ at the ``"action":`` key (models/spans.py: found from the tokenizer's character 
 ``action_only`` mode there are no thoughts: every token is an action token and λ changes nothing.
 
 The paper's fairness add-ons are switches, so its Fig. 4 ladder (RL4VLM → +KL → +warm-up →
-+stop-grad → token level = VL-DAC) is one multirun (conf/ladder/): ``kl_beta``, ``warmup_updates``,
++stop-grad → token level = VL-DAC; docs/algorithm.md#ablation-ladder) is one multirun (conf/ladder/): ``kl_beta``, ``warmup_updates``,
 ``value_stop_grad`` (false: the value loss also trains the backbone's LoRA, as in RL4VLM) and
 ``ratio_level`` (``token``: VL-DAC's per-token ratios — then the loss *is* VL-DAC's).
 """

@@ -1,4 +1,4 @@
-"""VL-DAC: token-level PPO with a step-level, stop-grad critic (docs/algorithm.md#vl-dac).
+"""VL-DAC: token-level PPO with a step-level, stop-grad critic (docs/algorithm.md, from "Policy loss" to "Value warm-up").
 
 Bredis et al., "Enhancing Vision-Language Model Training with Reinforcement Learning in Synthetic
 Worlds for Real-World Success", 2025, arXiv:2508.04280.

@@ -9,7 +9,7 @@ from torch import nn
 
 
 class ValueHead(nn.Module):
-    """V_φ(s_t) = MLP_φ(stopgrad(h(s_t))) — docs/algorithm.md#vl-dac.
+    """V_φ(s_t) = MLP_φ(stopgrad(h(s_t))) — docs/algorithm.md#value-head.
 
     The ``detach`` lives inside ``forward``, so the value loss cannot reach the backbone unless the
     head is built with ``stop_grad=False`` — only the RL4VLM baseline does that (its value loss
