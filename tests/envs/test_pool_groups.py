@@ -108,6 +108,9 @@ def test_episode_collector_yields_whole_aligned_rounds() -> None:
         assert state["actions"] == [[], [], [], []]
         assert len(set(state["episode_index"])) == 1
         assert same(collector.obs[0], collector.obs[1]) and same(collector.obs[2], collector.obs[3])
+        # A budget the last rollout's overshoot has nearly used up still gets one whole round (4 episodes).
+        rollout, stats = collector.collect(budget=1)
+        assert len(episodes_of(rollout)) == 4 and len(stats.episodes) == 4 and stats.steps >= 4
 
 
 def test_a_crash_drops_the_episode_and_the_group_stays_aligned() -> None:
