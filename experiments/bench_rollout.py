@@ -166,59 +166,38 @@ def limit_loop(policy: Any, encs: list[dict[str, torch.Tensor]], lengths: list[i
 # ------------------------------------------------------------------------------------- one PPO iteration
 def ppo_update(policy: Any, rollout: Any, cfg: DictConfig, optimizer: torch.optim.Optimizer,
                timers: Timers) -> None:
-    """The update of ``ActorCriticModule.training_step`` (same calls, same loss) over one rollout."""
-    from torch.nn.utils.rnn import pad_sequence
-
-    from vldac_lightning.algo.advantages import compute_gae, standardize
-    from vldac_lightning.algo.losses import vldac_loss
+    """One iteration's update over ``rollout`` with the training code itself: the algorithm's targets
+    and ``ActorCriticModule.minibatch_loss`` (re-scoring on the policy's device, the algorithm's
+    loss), in update mode, as a post-warm-up iteration of ``training_step``; Lightning's manual
+    optimisation is replaced by plain backward / clip / step."""
+    from vldac_lightning.models.module import ActorCriticModule
 
     algo = cfg.algo
+    module = ActorCriticModule(cfg.model, algo, cfg.optimizer, optimizer_steps_per_iteration=1, num_iterations=1)
+    module.policy = policy  # the benchmark's policy, updated exactly as training updates it
+    algorithm = module.algorithm
     t0 = time.perf_counter()
-    adv, ret = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-                           rollout.truncated, float(algo.gamma), float(algo.gae_lambda))
-    adv = standardize(adv) if algo.normalize_advantages else adv
+    targets = algorithm.targets(rollout)
     generator = torch.Generator().manual_seed(0)
     minibatches = [mb for _ in range(int(algo.ppo_epochs))
-                   for mb in rollout.minibatches(adv, ret, int(algo.minibatch_size), generator)]
+                   for mb in rollout.minibatches(targets.advantages, targets.returns, int(algo.minibatch_size),
+                                                 generator)]
     timers.seconds["logging"] += time.perf_counter() - t0
-    policy.train()
+    frozen = algorithm.policy_frozen(algorithm.warmup_updates)  # False: policy and critic both learn
+    timers.wrap(module, "minibatch_loss", "update")  # re-scoring + loss; image processing is timed apart
+    module.update_mode()
     accum = int(algo.grad_accum_steps)
     for i, mb in enumerate(minibatches):
-        mb = minibatch_on(mb, policy.device)
-        enc = encode_minibatch(policy, mb.steps)
-        R = mb.old_logprobs.shape[1]
-        response_ids = pad_sequence([r.response_ids for r in mb.steps], batch_first=True,
-                                    padding_value=policy.pad_token_id)
-        response_ids = torch.nn.functional.pad(response_ids, (0, R - response_ids.shape[1]),
-                                               value=policy.pad_token_id).to(policy.device)
-        t0 = time.perf_counter()
-        logprobs, values = policy.score(enc, response_ids, mb.response_mask, with_values=True)
-        loss, _ = vldac_loss(
-            logprobs, mb.old_logprobs, mb.ref_logprobs if mb.ref_logprobs is not None else mb.old_logprobs,
-            mb.response_mask, mb.advantages, values, mb.returns, clip_eps=float(algo.clip_eps),
-            kl_beta=float(algo.kl_beta), value_coef=float(algo.value_coef), policy_frozen=False,
-            old_values=mb.old_values, value_clip_eps=algo.value_clip_eps)
+        loss, _ = module.minibatch_loss(mb, policy_frozen=frozen)
         t1 = time.perf_counter()
         (loss / accum).backward()
         timers.seconds["model_backward"] += time.perf_counter() - t1
         if (i + 1) % accum == 0:
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), float(algo.max_grad_norm))
+            torch.nn.utils.clip_grad_norm_(module.trainable_parameters(), float(algo.max_grad_norm))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-        timers.seconds["update"] += time.perf_counter() - t0
+        timers.seconds["update"] += time.perf_counter() - t1
     policy.eval()
-
-
-def minibatch_on(mb: Any, device: torch.device) -> Any:
-    """The minibatch's tensors on the policy's device (the rollout buffer keeps them on the CPU)."""
-    return mb._replace(**{k: v.to(device) for k, v in mb._asdict().items() if isinstance(v, torch.Tensor)})
-
-
-def encode_minibatch(policy: Any, steps: list[Any]) -> dict[str, torch.Tensor]:
-    """Model inputs of a minibatch the way ``training_step`` builds them."""
-    if hasattr(policy, "encode_steps"):
-        return policy.encode_steps(steps)
-    return policy.encode([r.obs for r in steps])
 
 
 def ppo_iteration(policy: Any, cfg: DictConfig) -> dict[str, float]:

@@ -98,7 +98,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     module = ActorCriticModule(cfg.model, cfg.algo, cfg.optimizer, optimizer_steps_per_iteration=k,
                                num_iterations=datamodule.num_iterations)
     module.run_config = current
-    datamodule.attach(module)
     callbacks = build_callbacks(cfg, k)
 
     # Resume: check the checkpoint against this config before the model loads or MLflow is touched.

@@ -19,12 +19,13 @@ def test_non_finite_updates_are_skipped_then_stop_the_run(fault: str, tmp_path: 
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import mlflow
 
+    from vldac_lightning.algo import vldac as vldac_mod
     from vldac_lightning.models import module as module_mod
     from vldac_lightning.train import train
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    real_loss = module_mod.vldac_loss
+    real_loss = vldac_mod.vldac_loss
     seen: dict[str, Any] = {}
 
     def faulty_loss(logprobs, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
@@ -47,7 +48,7 @@ def test_non_finite_updates_are_skipped_then_stop_the_run(fault: str, tmp_path: 
         seen["module"] = self
         original_configure(self)
 
-    monkeypatch.setattr(module_mod, "vldac_loss", faulty_loss)
+    monkeypatch.setattr(vldac_mod, "vldac_loss", faulty_loss)  # the loss VL-DAC's algorithm object calls
     monkeypatch.setattr(module_mod.ActorCriticModule, "configure_model", configure_model)
     cfg = compose_config(["debug=smoke", "env.max_episode_steps=3", "algo.max_bad_updates=2",
                           "algo.total_env_steps=32"], log_dir=tmp_path / "logs", output_dir=tmp_path / "out")

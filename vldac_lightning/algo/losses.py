@@ -39,7 +39,7 @@ class LossStats(NamedTuple):
     """Everything ``vldac_loss`` reports for logging (detached 0-dim tensors)."""
 
     policy_loss: torch.Tensor  # [] L_π
-    value_loss: torch.Tensor  # [] L_V (unweighted)
+    value_loss: torch.Tensor | None  # [] L_V (unweighted); None without a critic
     kl: torch.Tensor  # [] L_KL (unweighted), k3 KL to the reference policy
     clip_fraction: torch.Tensor  # []
     approx_kl: torch.Tensor  # [] KL(π_old ‖ π_θ) estimate, how far this update has moved

@@ -70,8 +70,8 @@ class PeriodicEvaluation(L.Callback):
             self.evaluate(trainer, pl_module, 0)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if batch.last_of_iteration and (batch.iteration + 1) % self.every == 0:
-            self.evaluate(trainer, pl_module, pl_module.env_steps_after(batch.iteration))
+        if (batch.iteration + 1) % self.every == 0:  # a batch is a whole PPO iteration
+            self.evaluate(trainer, pl_module, pl_module.env_steps)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.last_step != pl_module.env_steps and trainer.global_step > 0:

@@ -19,13 +19,13 @@ class RolloutSamples(L.Callback):
         self.every = max(1, int(every_n_iterations))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if not batch.last_of_iteration or batch.iteration % self.every != 0:
+        if batch.iteration % self.every != 0:  # a batch is a whole PPO iteration
             return
         stats = trainer.datamodule.last_rollout_stats
         if stats is None or stats.sample is None:
             return
         obs, text = stats.sample
-        step = pl_module.env_steps_after(batch.iteration)
+        step = pl_module.env_steps
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / f"step_{step:08d}"
             folder.mkdir()

@@ -1,9 +1,10 @@
-"""The rollout DataModule: every PPO iteration streams a fresh on-policy rollout.
+"""The rollout DataModule: the env pools, the collector, and the stream of PPO iterations.
 
-Iteration i: collect T×N env steps with the current policy → GAE + standardised advantages →
-``ppo_epochs`` × minibatches of that rollout, yielded to the LightningModule one at a time.
-The stream is finite (``num_iterations``) and restartable: it resumes at the iteration implied by
-the trainer's ``global_step``, so ``ckpt_path=...`` continues where a checkpoint left off.
+It provides; it does not drive. The stream yields one item per PPO iteration, and the
+LightningModule (the one owner of the iteration) asks :meth:`RolloutDataModule.collect` for that
+iteration's rollout with its current policy, then computes advantages and updates. The stream is
+finite (``num_iterations``) and restartable: it resumes at the iteration implied by the trainer's
+``global_step``, so ``ckpt_path=...`` continues where a checkpoint left off.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from vldac_lightning.algo.advantages import compute_gae, standardize
 from vldac_lightning.envs.factory import LanguageEnvThunk
 from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
-from vldac_lightning.rollout.buffer import Minibatch
+from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
+from vldac_lightning.rollout.episodes import EpisodeCollector
 from vldac_lightning.utils.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
@@ -29,18 +29,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainBatch:
-    """A placeholder for one minibatch, resolved by :meth:`RolloutDataModule.minibatch`.
+    """One PPO iteration of the stream: the module collects and updates on it in one training step.
 
-    Lightning prefetches one batch ahead. If the stream itself collected rollouts, the next
-    iteration's rollout would be gathered *before* the current iteration's last update — one update
-    off-policy. So the stream only yields positions; the rollout is collected when the module asks
-    for the first minibatch of an iteration, i.e. after every update of the previous one.
+    The stream yields positions only, never data: Lightning prefetches one batch ahead, and a
+    rollout gathered by the stream would come from the policy *before* the previous iteration's
+    updates (off-policy). The module collects when the step runs, with the current weights.
     """
 
     iteration: int  # PPO iteration (rollout → update) index, 0-based
-    index: int  # minibatch position within the iteration (epoch-major)
-    first_of_iteration: bool
-    last_of_iteration: bool
 
 
 def env_factory(env_cfg: Any, response_mode: str) -> LanguageEnvThunk:
@@ -69,13 +65,10 @@ class RolloutDataModule(L.LightningDataModule):
         self.response_mode = response_mode
         self.seed = seed
         self.pool_mode = pool_mode
-        self.module: Any = None  # the ActorCriticModule, attached by train()
         self.train_pool: EnvPool | None = None
         self.eval_pool: EnvPool | None = None
-        self.collector: RolloutCollector | None = None
+        self.collector: RolloutCollector | EpisodeCollector | None = None
         self.last_rollout_stats: RolloutStats | None = None
-        self._minibatches: list[Minibatch] | None = None
-        self._iteration = -1
         self._resume_state: dict[str, Any] | None = None
         # What the running iteration started from (see state_dict), and the optimizer step then.
         self._snapshot: dict[str, Any] | None = None
@@ -85,6 +78,15 @@ class RolloutDataModule(L.LightningDataModule):
     @property
     def num_envs(self) -> int:
         return int(self.env_cfg.num_envs)
+
+    @property
+    def group_size(self) -> int:
+        return int(self.env_cfg.get("group_size", 1))
+
+    def grouped_train_seeds(self, base_seed: int) -> list[int]:
+        """One training seed per task group, repeated for each of the group's copies."""
+        k = self.group_size
+        return [s for s in train_seeds(base_seed, self.num_envs // k) for _ in range(k)]
 
     @property
     def steps_per_env(self) -> int:
@@ -100,20 +102,17 @@ class RolloutDataModule(L.LightningDataModule):
         return int(self.algo.ppo_epochs) * minibatches // int(self.algo.grad_accum_steps)
 
     # ---------------------------------------------------------------------------- lifecycle
-    def attach(self, module: Any) -> None:
-        self.module = module
-
-    def make_pool(self, n: int, seeds: list[int]) -> EnvPool:
+    def make_pool(self, n: int, seeds: list[int], group_size: int = 1) -> EnvPool:
         thunk = env_factory(self.env_cfg, self.response_mode)
         get = self.env_cfg.get
         return EnvPool([thunk] * n, mode=self.pool_mode, seeds=seeds, name=str(self.env_cfg.id),
                        step_timeout_s=get("step_timeout_s", 60.0), reset_timeout_s=get("reset_timeout_s", 300.0),
-                       max_restarts=int(get("max_restarts", 3)))
+                       max_restarts=int(get("max_restarts", 3)), group_size=group_size)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_pool is None and stage in (None, "fit"):
             log.info("Starting %d %s envs (%s pool)", self.num_envs, self.env_cfg.id, self.pool_mode)
-            self.train_pool = self.make_pool(self.num_envs, train_seeds(self.seed, self.num_envs))
+            self.train_pool = self.make_pool(self.num_envs, self.grouped_train_seeds(self.seed), self.group_size)
         if self.eval_pool is None:
             n = int(self.env_cfg.eval_num_envs)
             self.eval_pool = self.make_pool(n, eval_seeds(self.seed, n))
@@ -153,6 +152,10 @@ class RolloutDataModule(L.LightningDataModule):
             state["train_pool"] = self.train_pool.state_dict()
         return state
 
+    def end_iteration(self) -> None:
+        """Called by the iteration's owner once its updates are done: the live state is current again."""
+        self._snapshot = None
+
     def safe_to_checkpoint(self, global_step: int) -> bool:
         """True where a checkpoint now resumes exactly: between iterations, or inside one before its
         first optimizer step (only the rollout, which is repeated on resume, has happened)."""
@@ -163,9 +166,13 @@ class RolloutDataModule(L.LightningDataModule):
         # model construction or Lightning's start-up shift them.
         self._resume_state = dict(state)
 
-    def _start_collector(self, iteration: int) -> RolloutCollector:
-        assert self.train_pool is not None and self.module is not None
-        collector = RolloutCollector(self.train_pool, self.module.policy, self.steps_per_env)
+    def _start_collector(self, policy: Any, iteration: int, needs: Any) -> RolloutCollector | EpisodeCollector:
+        assert self.train_pool is not None
+        collector: RolloutCollector | EpisodeCollector
+        if needs is not None and needs.whole_episodes:
+            collector = EpisodeCollector(self.train_pool, policy, int(self.algo.rollout_steps))
+        else:
+            collector = RolloutCollector(self.train_pool, policy, self.steps_per_env)
         resume, self._resume_state = self._resume_state, None
         if resume is not None and "train_pool" in resume:
             log.info("Restoring %d env episodes from the checkpoint (replaying their actions)", self.num_envs)
@@ -174,56 +181,38 @@ class RolloutDataModule(L.LightningDataModule):
             if iteration > 0:  # iteration 0 starts from its seeds either way: exact
                 log.warning("The checkpoint holds no env-pool state (saved by an older version): envs restart "
                             "from fresh seeds, so this resume is not exact")
-            collector.reset(train_seeds(self.seed + 7919 * iteration, self.num_envs))
+            collector.reset(self.grouped_train_seeds(self.seed + 7919 * iteration))
         if resume is not None and "rng" in resume:
             restore_rng_state(resume["rng"])
         return collector
 
     # ---------------------------------------------------------------------------- the stream
-    @property
-    def minibatches_per_iteration(self) -> int:
-        return int(self.algo.ppo_epochs) * (int(self.algo.rollout_steps) // int(self.algo.minibatch_size))
-
     def iterate(self) -> Iterator[TrainBatch]:
-        if self.module is None:
-            raise RuntimeError("RolloutDataModule.attach(module) must run before iterating")
         # Resume at the iteration implied by the restored optimizer-step count.
-        start = self.module.global_step // self.optimizer_steps_per_iteration
-        n = self.minibatches_per_iteration
+        start = self.trainer.global_step // self.optimizer_steps_per_iteration if self.trainer is not None else 0
         for iteration in range(start, self.num_iterations):
-            for j in range(n):
-                yield TrainBatch(iteration, j, first_of_iteration=j == 0, last_of_iteration=j == n - 1)
+            yield TrainBatch(iteration)
 
-    def minibatch(self, batch: TrainBatch) -> Minibatch:
-        """The minibatch at ``batch``'s position; the first one of an iteration collects the rollout."""
-        if batch.first_of_iteration or self._minibatches is None or self._iteration != batch.iteration:
-            self._prepare(batch.iteration)
-        assert self._minibatches is not None
-        if batch.last_of_iteration:
-            self._snapshot = None  # the iteration's updates end with this minibatch
-        return self._minibatches[batch.index]
+    def collect(self, policy: Any, iteration: int, needs: Any = None, progress: Any = None,
+                budget: int | None = None) -> tuple[Rollout, RolloutStats]:
+        """Iteration ``iteration``'s rollout, collected with ``policy`` as it is now.
 
-    def _prepare(self, iteration: int) -> None:
-        """Collect a rollout with the current policy → advantages → all minibatches of the iteration."""
-        module = self.module
-        if module is None or self.train_pool is None:
-            raise RuntimeError("RolloutDataModule.attach(module) and setup('fit') must run before training")
-        policy = module.policy
+        ``needs`` (an algorithm's ``RolloutNeeds``) says what to record beyond the essentials;
+        ``progress(done, total)`` is called after every env step; ``budget`` is the env-step budget
+        of a whole-episode rollout (default ``algo.rollout_steps``; fixed-length rollouts ignore it).
+        """
+        if self.train_pool is None:
+            raise RuntimeError("RolloutDataModule.setup('fit') must run before collecting")
         policy.set_action_names(self.train_pool.action_names)
         if self.collector is None:
-            self.collector = self._start_collector(iteration)
-        module.start_iteration(iteration)
-        self._snapshot, self._snapshot_step = self._live_state(), module.global_step
-        rollout, stats = self.collector.collect(progress=module.rollout_progress)
+            self.collector = self._start_collector(policy, iteration, needs)
+        self.collector.policy = policy
+        # A stop signal during the rollout checkpoints the state the iteration started from (state_dict).
+        self._snapshot = self._live_state()
+        self._snapshot_step = self.trainer.global_step if self.trainer is not None else 0
+        if isinstance(self.collector, EpisodeCollector):
+            rollout, stats = self.collector.collect(progress=progress, needs=needs, budget=budget)
+        else:
+            rollout, stats = self.collector.collect(progress=progress, needs=needs)
         self.last_rollout_stats = stats
-        adv, ret = compute_gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated,
-                               rollout.truncated, float(self.algo.gamma), float(self.algo.gae_lambda))
-        module.record_rollout(iteration, rollout, stats, adv, ret)
-        if self.algo.normalize_advantages:
-            # Steps of episodes lost with a crashed env worker (rollout.valid False) stay out of the
-            # statistics; the loss masks them too.
-            adv = standardize(adv, rollout.valid)
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
-        self._minibatches = [mb for _ in range(int(self.algo.ppo_epochs))
-                             for mb in rollout.minibatches(adv, ret, int(self.algo.minibatch_size), generator)]
-        self._iteration = iteration
+        return rollout, stats

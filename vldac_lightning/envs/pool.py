@@ -13,6 +13,13 @@ replaced by a fresh one on a new episode. Its unfinished episode is dropped (``P
 the rollout masks it out of the loss) and counted (``restarts``, ``dropped_episodes``). A copy that
 fails ``max_restarts`` times in a row stops the run with :class:`EnvPoolError` naming the env and
 the last error.
+
+Task groups (``group_size=K``): copies ``g·K … g·K+K−1`` share one seed, so each of their episodes
+starts from the same task (identical first observation); groups have distinct seeds. Since every
+later episode's seed is derived from (copy seed, episode index), the K copies stay on the same task
+as long as they begin their episodes together — ``step(..., active=...)`` lets copies that finished
+wait for the rest of their group (rollout/episodes.py). A copy replaced after a crash starts its
+next episode, the one its group starts next.
 """
 
 from __future__ import annotations
@@ -274,6 +281,7 @@ class EnvPool:
         step_timeout_s: float | None = 60.0,
         reset_timeout_s: float | None = 300.0,
         max_restarts: int = 3,
+        group_size: int = 1,
     ) -> None:
         if not env_fns:
             raise ValueError("EnvPool needs at least one env_fn")
@@ -281,6 +289,9 @@ class EnvPool:
             raise ValueError(f"mode={mode!r} is not valid; choose one of ['async', 'sync']")
         if max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
+        if group_size < 1 or len(env_fns) % group_size:
+            raise ValueError(f"group_size={group_size} must be >= 1 and divide the number of envs ({len(env_fns)})")
+        self.group_size = int(group_size)
         self.seeds = self._check_seeds(seeds, len(env_fns))
         self.mode = mode
         self.name = name
@@ -318,13 +329,15 @@ class EnvPool:
     def _spawn(self, fn: Callable[[], gym.Env]) -> _InProcessWorker | _ProcessWorker:
         return _ProcessWorker(fn, self.context) if self.mode == "async" else _InProcessWorker(fn)
 
-    @staticmethod
-    def _check_seeds(seeds: Sequence[int], n: int) -> list[int]:
+    def _check_seeds(self, seeds: Sequence[int], n: int) -> list[int]:
         seeds = [int(s) for s in seeds]
         if len(seeds) != n:
             raise ValueError(f"need one seed per env: got {len(seeds)} seeds for {n} envs")
-        if len(set(seeds)) != n:
-            raise ValueError(f"seeds must be distinct per env copy, got {seeds}")
+        k = self.group_size
+        groups = [seeds[i : i + k] for i in range(0, n, k)]
+        if any(len(set(g)) != 1 for g in groups) or len({g[0] for g in groups}) != len(groups):
+            what = "per env copy" if k == 1 else f"per task group, shared by its {k} copies"
+            raise ValueError(f"seeds must be distinct {what}, got {seeds}")
         return seeds
 
     def _zero_counters(self) -> None:
@@ -368,16 +381,23 @@ class EnvPool:
         self._started = True
         return [self._reset_copies(list(range(self.num_envs)))[i] for i in range(self.num_envs)]
 
-    def step(self, texts: Sequence[str]) -> PoolStep:
-        """Step every copy with its generated text (failed workers are replaced, see the module doc)."""
+    def step(self, texts: Sequence[str], active: Sequence[bool] | None = None) -> PoolStep:
+        """Step every copy with its generated text (failed workers are replaced, see the module doc).
+
+        ``active`` (default: all) leaves the copies marked False untouched: no step, reward 0, not
+        done, and ``obs[i]`` None (their observation is the one they had); their text is ignored.
+        """
         self._check_open()
         if not self._started:
             raise EnvPoolError("call reset() (or load_state_dict()) before step()")
         if len(texts) != self.num_envs:
             raise ValueError(f"need one text per env: got {len(texts)} for {self.num_envs} envs")
         texts = [str(t) for t in texts]
+        idle = set() if active is None else {i for i, a in enumerate(active) if not a}
         errors: dict[int, BaseException] = {}
         for i, worker in enumerate(self._workers):
+            if i in idle:
+                continue
             try:
                 worker.send_step(texts[i])
             except Exception as error:  # noqa: BLE001 - a dead pipe is a dead worker
@@ -385,7 +405,7 @@ class EnvPool:
         results: list[Any] = [None] * self.num_envs
         deadline = None if self.step_timeout_s is None else time.monotonic() + self.step_timeout_s
         for i, worker in enumerate(self._workers):
-            if i in errors:
+            if i in errors or i in idle:
                 continue
             try:
                 results[i] = worker.recv_step(self._remaining(deadline))
@@ -403,7 +423,7 @@ class EnvPool:
         episodes: list[EpisodeStats] = []
         ended: list[int] = []
         for i in range(n):
-            if i in errors:
+            if i in errors or i in idle:
                 continue
             o, reward, term, trunc, info = results[i]
             self._failures_in_row[i] = 0

@@ -1,8 +1,10 @@
-"""The LightningModule: VLM actor + step critic, updated with VL-DAC (or a baseline) by hand.
+"""The LightningModule: VLM actor + step critic, and the one owner of the PPO iteration.
 
-Manual optimisation because one PPO iteration is not one "batch": the DataModule streams
-``ppo_epochs × minibatches`` of a fresh rollout, gradients accumulate over ``grad_accum_steps``
-minibatches, and the first ``warmup_updates`` iterations train the value head only.
+One training step is one PPO iteration, read top to bottom in :meth:`ActorCriticModule.training_step`:
+collect a rollout (the DataModule's pools) → the algorithm's advantages → ``ppo_epochs`` × minibatches
+→ the algorithm's loss → gradient accumulation over ``grad_accum_steps`` minibatches → optimizer
+steps. Manual optimisation, because an iteration takes several optimizer steps. What differs between
+methods (VL-DAC, RL4VLM, LOOP, GRPO, GiGPO) is behind ``self.algorithm`` (vldac_lightning/algo/base.py).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 
 from vldac_lightning.algo.advantages import explained_variance
-from vldac_lightning.algo.losses import LossStats, vldac_loss
+from vldac_lightning.algo.base import build_algorithm
+from vldac_lightning.algo.losses import LossStats
 from vldac_lightning.models.loading import apply_lora, load_backbone
 from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.models.sampling import SamplingConfig
-from vldac_lightning.rollout.buffer import Rollout
+from vldac_lightning.rollout.buffer import Minibatch, Rollout
 from vldac_lightning.rollout.collector import RolloutStats
 from vldac_lightning.utils.interrupt import raise_if_stop_requested
 from vldac_lightning.utils.progress import Progress, eta, format_seconds
@@ -53,6 +56,7 @@ class ActorCriticModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold only the trainable weights (LoRA + value head)
         self.model_cfg = model_cfg
         self.algo = algo_cfg
+        self.algorithm = build_algorithm(algo_cfg)
         self.optimizer_cfg = optimizer_cfg
         self.k = optimizer_steps_per_iteration
         self.num_iterations = num_iterations
@@ -67,6 +71,7 @@ class ActorCriticModule(L.LightningModule):
         # The run's resolved config (a plain dict), saved in every checkpoint so a resume or an
         # evaluation can check it is given the same env/model/algorithm (utils/resume.py).
         self.run_config: dict[str, Any] | None = None
+        self._env_steps: int | None = None  # collected so far; None until known (fresh run or old checkpoint)
 
     # ----------------------------------------------------------------------------- model
     def configure_model(self) -> None:
@@ -81,7 +86,9 @@ class ActorCriticModule(L.LightningModule):
             sampling=SamplingConfig(temperature=float(s.temperature), top_k=int(s.top_k), top_p=float(s.top_p),
                                     max_new_tokens=int(s.max_new_tokens)),
             response_mode=str(self.model_cfg.response_mode),
-            kl_reference=str(self.algo.kl_reference),
+            # Without a KL to the base model, acting skips the adapter-free forward.
+            kl_reference=str(self.algo.kl_reference) if self.algorithm.needs().ref_logprobs else "old",
+            value_stop_grad=self.algorithm.value_stop_grad,
             merge_lora_for_generation=bool(self.model_cfg.get("merge_lora_for_generation", False)),
         )
 
@@ -112,18 +119,18 @@ class ActorCriticModule(L.LightningModule):
         checkpoint["bad_updates_in_row"] = int(self._bad_updates)
         if self.run_config is not None:
             checkpoint["vldac_config"] = self.run_config
+        checkpoint["env_steps"] = int(self.env_steps)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._bad_updates = int(checkpoint.get("bad_updates_in_row", 0))
+        steps = checkpoint.get("env_steps")  # absent in older checkpoints: counted from the iteration
+        self._env_steps = None if steps is None else int(steps)
 
-    # ----------------------------------------------------------------------------- hooks from the stream
-    def env_steps_after(self, iteration: int) -> int:
-        """Env steps collected once iteration ``iteration`` (0-based) has its rollout."""
-        return (iteration + 1) * int(self.algo.rollout_steps)
-
+    # ----------------------------------------------------------------------------- env-step x-axis
     @property
     def env_steps(self) -> int:
-        return self.env_steps_after(self.iteration)
+        """Env steps collected so far (the x-axis of every metric, SPEC §7)."""
+        return int(self._env_steps or 0)
 
     def start_iteration(self, iteration: int) -> None:
         self.iteration = iteration
@@ -139,13 +146,14 @@ class ActorCriticModule(L.LightningModule):
                 self._progress = None
 
     def record_rollout(self, iteration: int, rollout: Rollout, stats: RolloutStats, advantages: torch.Tensor,
-                       returns: torch.Tensor) -> None:
+                       returns: torch.Tensor | None) -> None:
         """Log ``rollout/*`` metrics (docs/metrics.md#rollout-metrics) of a finished rollout at its env-step count."""
         metrics = stats.metrics()
-        values, targets = rollout.values, returns
-        if rollout.valid is not None:
-            values, targets = values[rollout.valid], returns[rollout.valid]
-        metrics["train/explained_variance"] = explained_variance(values.flatten(), targets.flatten())
+        if returns is not None:  # a critic: how much of the return its values explain
+            values, targets = rollout.values, returns
+            if rollout.valid is not None:
+                values, targets = values[rollout.valid], returns[rollout.valid]
+            metrics["train/explained_variance"] = explained_variance(values.flatten(), targets.flatten())
         metrics["rollout/iteration"] = float(iteration)
         self.log_at_env_step(metrics)
         for key in ("rollout/success_rate", "rollout/episode_return"):
@@ -155,51 +163,87 @@ class ActorCriticModule(L.LightningModule):
     def log_at_env_step(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Log to every logger with environment steps as the x-axis (docs/metrics.md#conventions)."""
         clean = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
-        if self._trainer is None:
+        if self._trainer is None or not clean:
             return
         for logger in self.loggers:
             logger.log_metrics(clean, step=self.env_steps if step is None else step)
 
-    # ----------------------------------------------------------------------------- the update
-    def policy_frozen(self, iteration: int) -> bool:
-        return iteration < int(self.algo.warmup_updates)
-
+    # ----------------------------------------------------------------------------- the iteration
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        raise_if_stop_requested()  # a stop signal ends an update between minibatches, not after the iteration
+        """One PPO iteration: collect → advantages → epochs × minibatches → loss → optimizer steps."""
+        policy, algorithm, datamodule = self.policy, self.algorithm, self.trainer.datamodule
+        assert policy is not None
+        iteration = batch.iteration
+
+        # 1. Rollout with the current policy (π_old, V_old, and whatever else the algorithm needs).
+        self.start_iteration(iteration)
+        rollout_steps = int(self.algo.rollout_steps)
+        if self._env_steps is None:  # fresh run, or a checkpoint from before env steps were saved
+            self._env_steps = iteration * rollout_steps
+        # Whole-episode rollouts end on whole rounds; what one overshoots comes off the next one's budget,
+        # so every method has used (iteration + 1) · rollout_steps env steps, up to one round.
+        budget = (iteration + 1) * rollout_steps - self._env_steps
+        rollout, stats = datamodule.collect(policy, iteration, algorithm.needs(), progress=self.rollout_progress,
+                                            budget=budget)
+        self._env_steps += int(stats.steps)
+
+        # 2. Advantages and targets, once, when the rollout ends.
+        targets = algorithm.targets(rollout)
+        self.record_rollout(iteration, rollout, stats, targets.advantages, targets.returns)
+        self.log_at_env_step(targets.metrics)
+
+        # 3. Epochs × minibatches; gradients accumulate over grad_accum_steps minibatches.
+        frozen = algorithm.policy_frozen(iteration)
+        generator = torch.Generator().manual_seed(datamodule.seed * 1_000_003 + iteration)
+        # A varying number of steps (whole-episode rollouts) is split into the usual number of minibatches.
+        num_minibatches = None if rollout.num_steps == rollout_steps else rollout_steps // int(self.algo.minibatch_size)
+        accum = int(self.algo.grad_accum_steps)
+        self.update_mode()
+        for _epoch in range(int(self.algo.ppo_epochs)):
+            for mb in rollout.minibatches(targets.advantages, targets.returns, int(self.algo.minibatch_size),
+                                          generator, num_minibatches=num_minibatches):
+                raise_if_stop_requested()  # a stop signal ends an update between minibatches
+                if len(mb.steps):  # a short whole-episode rollout may leave a minibatch empty: no loss
+                    loss, loss_stats = self.minibatch_loss(mb, policy_frozen=frozen)
+                    if torch.isfinite(loss):
+                        self.manual_backward(loss / accum)
+                    else:
+                        self._bad_micro = True
+                    self._record(loss_stats, loss)
+                self._micro += 1
+                if self._micro % accum == 0:
+                    self._optimizer_step()
+        datamodule.end_iteration()
+        self._flush_iteration_stats(frozen, iteration)
+
+    def update_mode(self) -> None:
+        """Train mode with dropout off: the update scores exactly the network the rollout sampled from.
+
+        Rollouts act in eval mode (no dropout), so with LoRA dropout > 0 a train-mode update would
+        see a different network: the first minibatch's ratios would not be 1 and the critic's inputs
+        would be noisy. Train mode stays on for what it also switches (gradient checkpointing).
+        """
         policy = self.policy
         assert policy is not None
-        mb = self.trainer.datamodule.minibatch(batch)
         policy.train()
+        for module in policy.modules():
+            if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+                module.eval()
+
+    def minibatch_loss(self, mb: Minibatch, *, policy_frozen: bool) -> tuple[torch.Tensor, LossStats]:
+        """Re-score a minibatch with the current weights and hand it to the algorithm's loss."""
+        policy = self.policy
+        assert policy is not None
+        device = policy.device
+        mb = mb.to(device)
         enc = policy.encode_steps(mb.steps)  # the rollout's processor outputs, re-batched
         R = mb.old_logprobs.shape[1]
         response_ids = pad_sequence([r.response_ids for r in mb.steps], batch_first=True,
                                     padding_value=policy.pad_token_id)
         response_ids = torch.nn.functional.pad(response_ids, (0, R - response_ids.shape[1]),
-                                               value=policy.pad_token_id).to(self.device)
-        mask = mb.response_mask.to(self.device)
-        logprobs, values = policy.score(enc, response_ids, mask, with_values=True)
-        frozen = self.policy_frozen(batch.iteration)
-        loss, stats = vldac_loss(
-            logprobs, mb.old_logprobs.to(self.device),
-            mb.ref_logprobs.to(self.device) if mb.ref_logprobs is not None else mb.old_logprobs.to(self.device),
-            mask, mb.advantages.to(self.device), values, mb.returns.to(self.device),
-            clip_eps=float(self.algo.clip_eps), kl_beta=float(self.algo.kl_beta),
-            value_coef=float(self.algo.value_coef), policy_frozen=frozen,
-            old_values=mb.old_values.to(self.device),
-            value_clip_eps=self.algo.value_clip_eps,
-            step_mask=mb.valid.to(self.device) if mb.valid is not None else None,
-        )
-        accum = int(self.algo.grad_accum_steps)
-        if torch.isfinite(loss):
-            self.manual_backward(loss / accum)
-        else:
-            self._bad_micro = True
-        self._record(stats, loss)
-        self._micro += 1
-        if self._micro % accum == 0:
-            self._optimizer_step()
-        if batch.last_of_iteration:
-            self._flush_iteration_stats(frozen, batch.iteration)
+                                               value=policy.pad_token_id).to(device)
+        logprobs, values = policy.score(enc, response_ids, mb.response_mask, with_values=self.algorithm.has_critic)
+        return self.algorithm.loss(mb, logprobs, values, policy_frozen=policy_frozen)
 
     def _optimizer_step(self) -> None:
         opt = self.optimizers()
@@ -237,7 +281,8 @@ class ActorCriticModule(L.LightningModule):
         s = self._iter_stats
         s["train/loss"].append(float(loss.detach()))
         s["train/policy_loss"].append(float(stats.policy_loss))
-        s["train/value_loss"].append(float(stats.value_loss))
+        if stats.value_loss is not None:
+            s["train/value_loss"].append(float(stats.value_loss))
         s["train/kl"].append(float(stats.kl))
         s["train/clip_fraction"].append(float(stats.clip_fraction))
         s["train/approx_kl"].append(float(stats.approx_kl))
@@ -246,13 +291,12 @@ class ActorCriticModule(L.LightningModule):
         metrics = {k: sum(v) / len(v) for k, v in self._iter_stats.items() if v}
         metrics["train/policy_frozen"] = float(frozen)
         self._iter_stats.clear()
-        self.log_at_env_step(metrics, step=self.env_steps_after(iteration))
+        self.log_at_env_step(metrics, step=self.env_steps)
         if "train/value_loss" in metrics:
             self.log("v_loss", metrics["train/value_loss"], prog_bar=True, logger=False)
-        self.log("env_steps", float(self.env_steps_after(iteration)), prog_bar=True, logger=False)
+        self.log("env_steps", float(self.env_steps), prog_bar=True, logger=False)
         if self._run_start is not None:  # one line per iteration: where the run is and when it ends
             t0, first = self._run_start
             elapsed, done = time.monotonic() - t0, iteration + 1 - first
             log.info("iteration %d/%d done: %d env steps, %s elapsed, ETA %s", iteration + 1, self.num_iterations,
-                     self.env_steps_after(iteration), format_seconds(elapsed),
-                     eta(elapsed, done, self.num_iterations - first))
+                     self.env_steps, format_seconds(elapsed), eta(elapsed, done, self.num_iterations - first))

@@ -147,6 +147,7 @@ class VLMPolicy(nn.Module):
         response_mode: str = "json",
         kl_reference: str = "base",
         merge_lora_for_generation: bool = False,
+        value_stop_grad: bool = True,
     ) -> None:
         super().__init__()
         if response_mode not in RESPONSE_MODES:
@@ -160,7 +161,7 @@ class VLMPolicy(nn.Module):
         self.kl_reference = kl_reference
         self.merge_lora_for_generation = merge_lora_for_generation
         hidden = model.get_base_model().config.get_text_config().hidden_size
-        self.value_head = ValueHead(hidden, value_hidden_sizes)
+        self.value_head = ValueHead(hidden, value_hidden_sizes, stop_grad=value_stop_grad)
         tok = processor.tokenizer
         self.eos_token_id = int(tok.eos_token_id)
         self.pad_token_id = int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
@@ -407,6 +408,12 @@ class VLMPolicy(nn.Module):
         if head is None:
             raise ValueError(f"{type(self.model.get_base_model()).__name__} exposes no output embeddings (LM head)")
         return head
+
+    def action_mask(self, response_ids: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, R]`` bool: the response tokens of the action span (RL4VLM; see models/spans.py)."""
+        from vldac_lightning.models.spans import action_token_mask
+
+        return action_token_mask(self.processor.tokenizer, response_ids, response_mask, self.response_mode)
 
     def decode(self, response_ids: torch.Tensor, response_mask: torch.Tensor) -> list[str]:
         tok = self.processor.tokenizer

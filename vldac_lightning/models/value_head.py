@@ -11,13 +11,14 @@ from torch import nn
 class ValueHead(nn.Module):
     """V_φ(s_t) = MLP_φ(stopgrad(h(s_t))) — docs/algorithm.md#value-head.
 
-    The ``detach`` lives inside ``forward``: the stop-gradient is structural, so no config flag
-    can route value-loss gradients into the backbone (the reference code had such a flag and
-    ignored it).
+    The ``detach`` lives inside ``forward``, so the value loss cannot reach the backbone unless the
+    head is built with ``stop_grad=False`` — only the RL4VLM baseline does that (its value loss
+    trains the LoRA weights too; the reference code had a stop-grad flag and ignored it).
     """
 
-    def __init__(self, in_features: int, hidden_sizes: Sequence[int] = (3072, 2048)) -> None:
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int] = (3072, 2048), *, stop_grad: bool = True) -> None:
         super().__init__()
+        self.stop_grad = stop_grad
         layers: list[nn.Module] = []
         width = in_features
         for h in hidden_sizes:
@@ -27,4 +28,6 @@ class ValueHead(nn.Module):
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # [B, H] -> [B]
-        return self.mlp(hidden.detach().float()).squeeze(-1)
+        if self.stop_grad:
+            hidden = hidden.detach()
+        return self.mlp(hidden.float()).squeeze(-1)

@@ -19,7 +19,8 @@ import torch
 __all__ = ["Minibatch", "Rollout"]
 
 # [T, N] fields, the ones ``Rollout.flat`` can flatten.
-_TIME_MAJOR_FIELDS = ("rewards", "terminated", "truncated", "values", "next_values", "valid")
+_TIME_MAJOR_FIELDS = ("rewards", "terminated", "truncated", "values", "next_values", "valid", "episode_ids",
+                      "group_ids")
 
 
 class Minibatch(NamedTuple):
@@ -36,8 +37,13 @@ class Minibatch(NamedTuple):
     action_mask: torch.Tensor | None  # [B, R] 1 on the action span (RL4VLM)
     old_values: torch.Tensor  # [B] V_old(s_t), for the clipped value loss and diagnostics
     advantages: torch.Tensor  # [B] Â_t
-    returns: torch.Tensor  # [B] R̂_t
+    returns: torch.Tensor | None  # [B] R̂_t; None without a critic
     valid: torch.Tensor | None = None  # [B] bool, False on steps dropped with a failed env worker
+
+    def to(self, device: torch.device | str) -> Minibatch:
+        """The same minibatch with every tensor on ``device`` (the step records stay as they are)."""
+        return self._replace(**{name: value.to(device) for name, value in self._asdict().items()
+                                if isinstance(value, torch.Tensor)})
 
 
 @dataclass
@@ -55,6 +61,10 @@ class Rollout:
     ref_logprobs: torch.Tensor | None = None  # [T*N, R] log π_ref; None when KL uses π_old or β = 0
     action_mask: torch.Tensor | None = None  # [T*N, R] action span, only the RL4VLM baseline needs it
     valid: torch.Tensor | None = None  # [T, N] bool, False on steps of episodes lost to a worker crash
+    # Grouped whole-episode rollouts (rollout/episodes.py) only: which episode / task group each step
+    # belongs to (-1 on steps of dropped episodes).
+    episode_ids: torch.Tensor | None = None  # [T, N] long
+    group_ids: torch.Tensor | None = None  # [T, N] long
 
     def __post_init__(self) -> None:
         shape = tuple(self.rewards.shape)
@@ -94,27 +104,35 @@ class Rollout:
     def minibatches(
         self,
         advantages: torch.Tensor,  # [T*N] (or [T, N], flattened row-major) Â_t
-        returns: torch.Tensor,  # [T*N] (or [T, N]) R̂_t
+        returns: torch.Tensor | None,  # [T*N] (or [T, N]) R̂_t; None without a critic
         batch_size: int,
         generator: torch.Generator,
+        *,
+        num_minibatches: int | None = None,
     ) -> Iterator[Minibatch]:
         """One epoch: every env step exactly once, in a random order drawn from ``generator``.
 
         Call once per PPO epoch.  The permutation comes only from ``generator``, so the same seed
         gives the same minibatches.  ``batch_size`` must divide T·N: a ragged last minibatch
-        would weigh its few steps more than the rest.
+        would weigh its few steps more than the rest.  Whole-episode rollouts have a varying
+        number of steps; for them ``num_minibatches`` splits the permutation into that many
+        near-equal minibatches instead (sizes differ by at most one; empty ones when there are
+        fewer steps than minibatches), so every iteration takes the same number of optimizer steps.
         """
         num_steps = self.num_steps
-        if batch_size <= 0 or num_steps % batch_size != 0:
+        if num_minibatches is not None:
+            if num_minibatches < 1:
+                raise ValueError(f"num_minibatches must be >= 1, got {num_minibatches}")
+        elif batch_size <= 0 or num_steps % batch_size != 0:
             divisors = [d for d in range(1, num_steps + 1) if num_steps % d == 0]
             raise ValueError(
                 f"rollout of {num_steps} steps is not divisible by minibatch size {batch_size}; "
                 f"pick one of {divisors} (or change the rollout length / number of envs)"
             )
         advantages = advantages.reshape(-1)
-        returns = returns.reshape(-1)
+        returns = returns.reshape(-1) if returns is not None else None
         for name, tensor in (("advantages", advantages), ("returns", returns)):
-            if tensor.numel() != num_steps:
+            if tensor is not None and tensor.numel() != num_steps:
                 raise ValueError(
                     f"Rollout.minibatches: {name} has {tensor.numel()} entries, expected {num_steps}"
                 )
@@ -125,8 +143,11 @@ class Rollout:
             return None if tensor is None else tensor[index.to(tensor.device)]
 
         permutation = torch.randperm(num_steps, generator=generator)  # [T*N]
-        for start in range(0, num_steps, batch_size):
-            index = permutation[start : start + batch_size]  # [B]
+        if num_minibatches is not None:
+            chunks = list(torch.tensor_split(permutation, num_minibatches))
+        else:
+            chunks = [permutation[start : start + batch_size] for start in range(0, num_steps, batch_size)]
+        for index in chunks:  # [B]
             yield Minibatch(
                 indices=index,
                 steps=[self.steps[i] for i in index.tolist()],

@@ -86,8 +86,14 @@ class RolloutCollector:
         self.obs = self.pool.reset(seeds)
 
     @torch.no_grad()
-    def collect(self, progress: Any = None) -> tuple[Rollout, RolloutStats]:
-        """Collect T = ``steps_per_env`` steps in each of the pool's N envs."""
+    def collect(self, progress: Any = None, needs: Any = None) -> tuple[Rollout, RolloutStats]:
+        """Collect T = ``steps_per_env`` steps in each of the pool's N envs.
+
+        ``needs`` (``algo.base.RolloutNeeds``; None = everything) says whether to keep reference
+        log-probs and to record each response's action span.
+        """
+        keep_ref = needs is None or needs.ref_logprobs
+        spans = needs is not None and needs.action_spans
         if self.obs is None:
             self.reset()
         assert self.obs is not None
@@ -101,7 +107,7 @@ class RolloutCollector:
         # Per env: the rollout step where its current episode began (for dropping it on a crash).
         episode_start = [0] * N
         records: list[StepRecord] = []
-        logprobs, ref_logprobs, masks = [], [], []
+        logprobs, ref_logprobs, masks, action_masks = [], [], [], []
         stats = RolloutStats()
         start = time.perf_counter()
         self.policy.eval()  # no dropout while acting: π_old is the deterministic network
@@ -117,8 +123,11 @@ class RolloutCollector:
                 encoded = encodings[n] if encodings is not None else None
                 records.append(StepRecord(self.obs[n], out.response_ids[n][out.response_mask[n]].cpu(), encoded))
             logprobs.append(out.logprobs.cpu())
-            ref_logprobs.append(out.ref_logprobs.cpu())
+            if keep_ref:
+                ref_logprobs.append(out.ref_logprobs.cpu())
             masks.append(out.response_mask.cpu())
+            if spans:
+                action_masks.append(self.policy.action_mask(out.response_ids, out.response_mask).cpu())
             values[t] = out.values.cpu()
             rewards[t] = torch.as_tensor(result.rewards, dtype=torch.float32)
             terminated[t] = torch.as_tensor(result.terminated)
@@ -160,7 +169,8 @@ class RolloutCollector:
         rollout = Rollout(
             rewards=rewards, terminated=terminated, truncated=truncated, values=values, next_values=next_values,
             old_logprobs=pad(logprobs), response_mask=pad([m.float() for m in masks]).bool(), steps=records,
-            ref_logprobs=pad(ref_logprobs), valid=None if bool(valid.all()) else valid,
+            ref_logprobs=pad(ref_logprobs) if keep_ref else None, valid=None if bool(valid.all()) else valid,
+            action_mask=pad([m.float() for m in action_masks]).bool() if spans else None,
         )
         return rollout, stats
 

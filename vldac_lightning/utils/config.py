@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-ALGOS = ("vldac",)
 MODEL_SOURCES = ("tiny", "pretrained")
 RESPONSE_MODES = ("json", "action_only")
 PARSE_FAILURE = ("random", "penalty")
@@ -184,7 +183,7 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(hint)
     _number(cfg, "env.image_history", integer=True, lo=1)
     _number(cfg, "env.max_episode_steps", integer=True, lo=1)
-    num_envs = _number(cfg, "env.num_envs", integer=True, lo=1)
+    _number(cfg, "env.num_envs", integer=True, lo=1)
     _number(cfg, "env.eval_num_envs", integer=True, lo=1)
     _choice(cfg, "env.parse_failure", PARSE_FAILURE)
     _choice(cfg, "env.pool_mode", ("async", "sync"))
@@ -197,39 +196,10 @@ def validate_config(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "env.max_restarts") is not None:
         _number(cfg, "env.max_restarts", integer=True, lo=0)
 
-    _choice(cfg, "algo.name", ALGOS)
-    _number(cfg, "algo.gamma", lo=0, hi=1)
-    _number(cfg, "algo.gae_lambda", lo=0, hi=1)
-    _number(cfg, "algo.clip_eps", lo=0, lo_open=True)
-    _number(cfg, "algo.kl_beta", lo=0)
-    _choice(cfg, "algo.kl_reference", ("base", "old"))
-    _number(cfg, "algo.value_coef", lo=0)
-    _number(cfg, "algo.entropy_coef", lo=0)
-    if float(cfg.algo.entropy_coef) != 0.0:
-        raise ConfigError("algo.entropy_coef is not implemented (the paper uses none); keep it at 0")
-    if cfg.algo.get("value_clip_eps") is not None:
-        _number(cfg, "algo.value_clip_eps", lo=0, lo_open=True)
-    _number(cfg, "algo.warmup_updates", integer=True, lo=0)
-    epochs = _number(cfg, "algo.ppo_epochs", integer=True, lo=1)
-    mb = _number(cfg, "algo.minibatch_size", integer=True, lo=1)
-    accum = _number(cfg, "algo.grad_accum_steps", integer=True, lo=1)
-    rollout = _number(cfg, "algo.rollout_steps", integer=True, lo=1)
-    total = _number(cfg, "algo.total_env_steps", integer=True, lo=1)
-    _number(cfg, "algo.max_grad_norm", lo=0, lo_open=True)
-    _number(cfg, "algo.max_bad_updates", integer=True, lo=1)
-    if rollout % num_envs:
-        raise ConfigError(f"algo.rollout_steps={rollout} is not divisible by env.num_envs={num_envs}; "
-                          f"every env must take the same number of steps per rollout")
-    if rollout % mb:
-        raise ConfigError(f"algo.rollout_steps={rollout} is not divisible by algo.minibatch_size={mb}")
-    if (epochs * rollout // mb) % accum:
-        raise ConfigError(f"algo.ppo_epochs × rollout_steps / minibatch_size = {epochs * rollout // mb} minibatches "
-                          f"per iteration is not divisible by algo.grad_accum_steps={accum}")
-    if total < rollout:
-        raise ConfigError(f"algo.total_env_steps={total} is smaller than one rollout (algo.rollout_steps={rollout})")
-    if total % rollout:
-        log.warning("algo.total_env_steps=%d is not a multiple of algo.rollout_steps=%d: the run trains %d "
-                    "iterations = %d env steps", total, rollout, total // rollout, total // rollout * rollout)
+    # The chosen algorithm (algo._target_) validates the shared PPO keys and its own.
+    from vldac_lightning.algo.base import algorithm_class
+
+    algorithm_class(_get(cfg, "algo")).validate(cfg)
 
     _number(cfg, "optimizer.lr", lo=0, lo_open=True)
     _number(cfg, "optimizer.min_lr", lo=0)
