@@ -129,7 +129,7 @@ class ActorCriticModule(L.LightningModule):
     # ----------------------------------------------------------------------------- env-step x-axis
     @property
     def env_steps(self) -> int:
-        """Env steps collected so far (the x-axis of every metric, SPEC §7)."""
+        """Env steps collected so far (the x-axis of every metric, docs/metrics.md#conventions)."""
         return int(self._env_steps or 0)
 
     def start_iteration(self, iteration: int) -> None:
