@@ -3,8 +3,9 @@
     python experiments/train_timed.py --out timing.json [--run-dir DIR] [hydra overrides, e.g. debug=smoke logger=none]
 
 Times, by wrapping the classes training builds (inclusive: evaluation and rollouts contain their
-generate calls, and ``update_minibatch`` the rollout an iteration's first minibatch collects;
-``ppo_update_s`` is the update alone): building the model, evaluation, rollout collection, the PPO updates, and every
+generate calls, and ``iteration`` — one ``training_step`` — its rollout; ``update_minibatch`` is the
+re-scoring + loss of one minibatch, ``ppo_update_s`` the whole update without the rollouts): building
+the model, evaluation, rollout collection, the PPO updates, and every
 batched ``generate`` with the number of decode steps it ran. Writes one JSON object (also printed
 as the last line): wall seconds, the breakdown, the final metrics, peak GPU memory. Used by
 experiments/gpu_check.sh; on the CPU it is the quick proxy for the same questions.
@@ -98,7 +99,8 @@ def main() -> None:
     timers.wrap(ActorCriticModule, "configure_model", "build_model")
     timers.wrap(PeriodicEvaluation, "evaluate", "evaluation")
     timers.wrap(RolloutCollector, "collect", "rollout")
-    timers.wrap(ActorCriticModule, "training_step", "update_minibatch")
+    timers.wrap(ActorCriticModule, "training_step", "iteration")
+    timers.wrap(ActorCriticModule, "minibatch_loss", "update_minibatch")
     timers.wrap(VLMPolicy, "generate_scored", "generate", after=timers.count_generated)
     t_train = time.perf_counter()
     status, error = "ok", None
@@ -119,8 +121,8 @@ def main() -> None:
         "train_s": round(train_s, 2),
         "startup_s": round(t_train - T_PROCESS, 2),  # imports + config
         "seconds": {k: round(v, 2) for k, v in sorted(timers.seconds.items())},
-        # An iteration's first minibatch collects its rollout inside training_step: take it out.
-        "ppo_update_s": round(timers.seconds["update_minibatch"] - timers.seconds["rollout"], 2),
+        # An iteration (one training_step) collects its rollout first: take it out.
+        "ppo_update_s": round(timers.seconds["iteration"] - timers.seconds["rollout"], 2),
         "calls": dict(sorted(timers.calls.items())),
         "decode_steps": timers.decode_steps,
         "generated_tokens": timers.generated_tokens,

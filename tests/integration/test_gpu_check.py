@@ -45,6 +45,7 @@ def test_timed_smoke_runs_without_mlflow_and_counts_decode_steps(tmp_path: Path)
     assert "eval/success_rate" in record["metrics"]
     # Smoke: evaluation before training, after each of the 2 iterations; 2 rollouts of 4 steps.
     assert record["calls"]["evaluation"] == 3 and record["calls"]["rollout"] == 2
+    assert record["calls"]["iteration"] == 2  # one training_step per PPO iteration
     assert record["calls"]["update_minibatch"] == 8  # 2 epochs x 2 minibatches x 2 iterations
     # Every generate call runs 1..4 decode steps (JSON mode, 4 new tokens at most).
     calls = record["calls"]["generate"]
@@ -52,7 +53,7 @@ def test_timed_smoke_runs_without_mlflow_and_counts_decode_steps(tmp_path: Path)
     # Every generate call happens inside an evaluation or a rollout (the timings are inclusive).
     seconds = record["seconds"]
     assert 0 < seconds["generate"] <= seconds["evaluation"] + seconds["rollout"]
-    assert 0 < record["ppo_update_s"] < seconds["update_minibatch"]  # the rollouts taken out
+    assert 0 < seconds["update_minibatch"] < record["ppo_update_s"] < seconds["iteration"]  # rollouts taken out
     assert record["train_s"] <= record["wall_s"]
 
 
