@@ -1,0 +1,149 @@
+"""Headless Chromium through Playwright, with the system's browser (no browser download).
+
+One Chromium per process, one isolated context and page per env: navigations, clicks, form input and screenshots all go through
+that page. The browser is Debian's ``chromium`` (``scripts/setup.sh`` installs it); Playwright
+only drives it (``executable_path``), so ``playwright install`` is never needed. Playwright runs
+the browser behind a driver process over pipes: when the env's process dies, even by SIGKILL,
+the pipes close and both exit.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["APT_LINE", "Browser", "find_chromium"]
+
+APT_LINE = "sudo apt-get install -y --no-install-recommends chromium"
+_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# What the env needs from a page, read in one round trip: the page kind, its score, whether it
+# has a search box, its clickable labels (in page order) and its visible text.
+_READ_PAGE = """() => ({
+  page: document.body.dataset.page || '',
+  reward: document.body.dataset.reward || '',
+  asin: document.body.dataset.asin || '',
+  search: document.getElementById('search_input') !== null,
+  clickables: Array.from(document.querySelectorAll('[data-click]')).map(e => [e.dataset.click,
+      e.classList.contains('selected')]),
+  text: document.querySelector('main') ? document.querySelector('main').innerText : '',
+})"""
+
+
+def find_chromium(executable: str | None = None) -> str:
+    """The browser binary: ``executable``, else ``$VLDAC_CHROMIUM``, else chromium on PATH."""
+    for candidate in (executable, os.environ.get("VLDAC_CHROMIUM"), *_CANDIDATES):
+        if candidate:
+            path = shutil.which(candidate) or (candidate if os.path.isfile(candidate) else None)
+            if path:
+                return path
+    raise FileNotFoundError(
+        f"WebShop needs a Chromium browser and found none (tried {executable or '$VLDAC_CHROMIUM'}, "
+        f"{', '.join(_CANDIDATES)}). Install it with `{APT_LINE}` (or run `bash scripts/setup.sh` as root), "
+        "or point env.env_kwargs.browser_executable at a Chromium/Chrome binary"
+    )
+
+
+class _Chromium:
+    """The process's one Playwright driver + Chromium, shared by its envs (reference-counted).
+
+    Playwright's sync API allows one driver per thread, and one browser per process is also what
+    keeps several in-process envs (``pool_mode: sync``) cheap: each env gets its own isolated
+    context and page in it.
+    """
+
+    _instance: _Chromium | None = None
+
+    def __init__(self, executable: str) -> None:
+        from playwright.sync_api import sync_playwright
+
+        self.pid = os.getpid()
+        self.executable = executable
+        self.users = 0
+        self.playwright = sync_playwright().start()
+        try:
+            self.browser = self.playwright.chromium.launch(
+                executable_path=executable, headless=True,
+                # No sandbox: containers and root (CI) refuse Chromium's; the page is our own store.
+                args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+                      "--font-render-hinting=none", "--disable-extensions"],
+            )
+        except Exception:
+            self.playwright.stop()
+            raise
+
+    @classmethod
+    def acquire(cls, executable: str) -> _Chromium:
+        shared = cls._instance
+        if shared is None or shared.pid != os.getpid() or not shared.browser.is_connected():
+            shared = cls._instance = cls(executable)
+        elif shared.executable != executable:
+            raise ValueError(f"this process already runs Chromium from {shared.executable!r}; "
+                             f"all WebShop envs of one process must use the same browser_executable")
+        shared.users += 1
+        return shared
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
+        if _Chromium._instance is self:
+            _Chromium._instance = None
+        for step in (self.browser.close, self.playwright.stop):
+            try:
+                step()
+            except Exception:  # noqa: BLE001 - a dead browser is already closed
+                pass
+
+
+class Browser:
+    """A headless Chromium page of ``width`` × ``height`` CSS pixels, in its own browser context."""
+
+    def __init__(self, width: int, height: int, executable: str | None = None, timeout_s: float = 30.0) -> None:
+        self.executable = find_chromium(executable)
+        self._chromium = _Chromium.acquire(self.executable)
+        try:
+            self._context = self._chromium.browser.new_context(viewport={"width": width, "height": height})
+            self.page = self._context.new_page()
+            self.page.set_default_timeout(timeout_s * 1000)
+        except Exception:
+            self._chromium.release()
+            raise
+
+    def goto(self, url: str) -> None:
+        self.page.goto(url, wait_until="load")
+
+    def click(self, index: int) -> None:
+        """Click the ``index``-th ``data-click`` element and wait for the page it opens."""
+        with self.page.expect_navigation(wait_until="load"):
+            self.page.locator("[data-click]").nth(index).click()
+
+    def search(self, query: str) -> None:
+        """Type ``query`` into the search box and press the search button."""
+        self.page.fill("#search_input", query)
+        with self.page.expect_navigation(wait_until="load"):
+            self.page.click("#search_button")
+
+    def read(self) -> dict[str, Any]:
+        return self.page.evaluate(_READ_PAGE)
+
+    def screenshot(self, size: tuple[int, int] | None = None) -> np.ndarray:
+        """The viewport as uint8 RGB ``[H, W, 3]``, optionally resized to ``size`` = (width, height)."""
+        image = Image.open(io.BytesIO(self.page.screenshot(type="png"))).convert("RGB")
+        if size is not None and image.size != tuple(size):
+            image = image.resize(tuple(size), Image.Resampling.BILINEAR)
+        return np.asarray(image, dtype=np.uint8)
+
+    def close(self) -> None:
+        if self._chromium is None:
+            return
+        try:
+            self._context.close()
+        except Exception:  # noqa: BLE001 - a dead browser is already closed
+            pass
+        self._chromium.release()
+        self._chromium = None
