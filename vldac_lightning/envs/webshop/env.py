@@ -137,7 +137,7 @@ class WebShopEnv(gym.Env):
         self._frames.clear()
         self._observe()
         self._steps, self._return, self._score = 0, 0.0, 0.0
-        return self._obs, self._info(parse_ok=True, action_valid=True)
+        return self._fresh_obs(), self._info(parse_ok=True, action_valid=True)
 
     def step(self, action: str) -> tuple[dict, float, bool, bool, dict]:
         if self._obs is None or self._goal is None:
@@ -158,7 +158,8 @@ class WebShopEnv(gym.Env):
         self._steps += 1
         self._return += reward
         truncated = not terminated and self._steps >= self.max_episode_steps
-        return self._obs, float(reward), terminated, truncated, self._info(parse_ok=parse_ok, action_valid=valid)
+        info = self._info(parse_ok=parse_ok, action_valid=valid)
+        return self._fresh_obs(), float(reward), terminated, truncated, info
 
     def close(self) -> None:
         for name in ("_browser", "_server"):
@@ -233,6 +234,10 @@ class WebShopEnv(gym.Env):
         names = ["search[...]"] if self._page["search"] else choices
         text = self.prompt.format(fields, n, names, state_in_text=self.state_in_text)
         self._obs = {"images": images, "num_images": n, "text": text}
+
+    def _fresh_obs(self) -> dict[str, Any]:
+        """A new observation object each call (the caller keeps it; an unchanged page repeats the data)."""
+        return {**self._obs, "images": self._obs["images"].copy()}
 
     def _info(self, *, parse_ok: bool, action_valid: bool) -> dict[str, Any]:
         return {
