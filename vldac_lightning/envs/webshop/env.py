@@ -195,9 +195,9 @@ class WebShopEnv(gym.Env):
             return None, False
         if self.response_mode == "action_only":
             choices = self.choices()
-            if value.isdigit() and 1 <= int(value) <= len(choices):
-                return choices[int(value) - 1], True
-            return None, True
+            # Compared as text: never int() a model's answer (5,000 digits, "²").
+            numbers = {str(i): c for i, c in enumerate(choices, 1)}
+            return numbers.get(value), True
         match = _ACTION.match(value)
         if match is None:
             return None, True
