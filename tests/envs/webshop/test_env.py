@@ -149,3 +149,13 @@ def test_gymnasium_check_env_passes(make_env: Any) -> None:
     from gymnasium.utils.env_checker import check_env
 
     check_env(make_env().unwrapped, skip_render_check=True)
+
+
+def test_a_missing_browser_names_the_install_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vldac_lightning.envs.webshop import browser
+
+    monkeypatch.setattr(browser.shutil, "which", lambda _: None)
+    monkeypatch.setenv("VLDAC_CHROMIUM", "/nonexistent/chromium")
+    with pytest.raises(FileNotFoundError, match=r"apt-get install -y --no-install-recommends chromium.*browser_executable"):
+        browser.find_chromium()
+    assert browser.find_chromium(__file__) == __file__  # an explicit path that exists is used as given

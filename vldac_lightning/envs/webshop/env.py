@@ -44,7 +44,7 @@ _PAGE_NAMES = {"search": "the search page", "results": "a page of search results
                "sub": "a product detail page", "done": "the order confirmation"}
 
 
-class WebShopEnv(gym.Env):
+class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
     """WebShop as a language env (see the module docstring)."""
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -68,6 +68,7 @@ class WebShopEnv(gym.Env):
         response_mode: str = "json",
         state_in_text: bool = False,
     ) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
         check_choice("parse_failure", parse_failure, PARSE_FAILURE_POLICIES)
         check_choice("response_mode", response_mode, RESPONSE_MODES)
@@ -274,7 +275,7 @@ class WebShopEnv(gym.Env):
             target = goal["asin"].lower()
             if target in labels:
                 return f"click[{target}]"
-            products = [lbl for lbl in labels if lbl in {a.lower() for a in self.store.by_asin}]
+            products = [lbl for lbl in labels if lbl.upper() in self.store.by_asin]
             return f"click[{products[0]}]" if products else "click[back to search]"
         if page == "sub":
             return "click[< prev]"
