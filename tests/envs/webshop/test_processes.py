@@ -86,3 +86,19 @@ def test_a_pool_resumes_exactly_by_replay(chromium: str) -> None:
     assert [i["page"] for i in got.infos] == ["results", "search"]
 
 
+
+
+def test_a_crashed_browser_is_relaunched_and_its_episodes_dropped(chromium: str) -> None:
+    search = json.dumps({"thoughts": "", "action": "search[green tea]"})
+    with EnvPool([LanguageEnvThunk(SPEC, "json")] * 2, mode="sync", seeds=[0, 1]) as pool:
+        pool.reset()
+        me = psutil.Process()
+        browsers = [p for p in browser_processes(me) if "chrom" in p.name() and "chrom" not in p.parent().name()]
+        assert browsers  # one Chromium serves both in-process envs
+        for p in browsers:
+            p.kill()
+        assert_all_gone(browsers)
+        out = pool.step([search, search])  # both pages are gone: both copies are replaced
+        assert out.dropped.tolist() == [True, True] and pool.restarts == 2
+        out = pool.step([search, search])
+        assert not out.dropped.any() and [i["page"] for i in out.infos] == ["results", "results"]

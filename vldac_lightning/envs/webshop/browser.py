@@ -64,6 +64,7 @@ class _Chromium:
         self.pid = os.getpid()
         self.executable = executable
         self.users = 0
+        self.stopped = False
         self.playwright = sync_playwright().start()
         try:
             self.browser = self.playwright.chromium.launch(
@@ -79,7 +80,12 @@ class _Chromium:
     @classmethod
     def acquire(cls, executable: str) -> _Chromium:
         shared = cls._instance
-        if shared is None or shared.pid != os.getpid() or not shared.browser.is_connected():
+        if shared is not None and shared.pid == os.getpid() and not shared.browser.is_connected():
+            # The browser died (crash, OOM kill): its envs fail and get replaced; stop the old
+            # driver first, since a thread may run only one.
+            shared._shutdown()
+            shared = None
+        if shared is None or shared.pid != os.getpid():
             shared = cls._instance = cls(executable)
         elif shared.executable != executable:
             raise ValueError(f"this process already runs Chromium from {shared.executable!r}; "
@@ -91,8 +97,14 @@ class _Chromium:
         self.users -= 1
         if self.users > 0:
             return
+        self._shutdown()
+
+    def _shutdown(self) -> None:
         if _Chromium._instance is self:
             _Chromium._instance = None
+        if self.stopped:
+            return
+        self.stopped = True
         for step in (self.browser.close, self.playwright.stop):
             try:
                 step()
