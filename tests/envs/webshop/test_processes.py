@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 
 import numpy as np
 import psutil
+import pytest
 
 from tests.envs.webshop.conftest import SMALL
 from vldac_lightning.envs.factory import LanguageEnvThunk
@@ -38,9 +40,13 @@ def test_close_ends_the_browser_and_the_server(chromium: str) -> None:
     server = env.unwrapped._server
     spawned = [p for p in browser_processes(me) if p.pid not in before]
     assert any("chrom" in p.name() for p in spawned)  # the browser runs as our descendant
+    port = int(server.url.rsplit(":", 1)[1])
+    socket.create_connection(("127.0.0.1", port), timeout=SAFETY_S).close()  # the store is up
     env.close()
     assert_all_gone(spawned)
     assert not server._thread.is_alive()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=SAFETY_S)
     env.close()  # idempotent
 
 
