@@ -117,14 +117,25 @@ class Browser:
 
     def __init__(self, width: int, height: int, executable: str | None = None, timeout_s: float = 30.0) -> None:
         self.executable = find_chromium(executable)
-        self._chromium = _Chromium.acquire(self.executable)
+        self._viewport = {"width": int(width), "height": int(height)}
+        self._timeout_ms = timeout_s * 1000
+        self._context: Any = None
+        self._chromium: _Chromium | None = _Chromium.acquire(self.executable)
         try:
-            self._context = self._chromium.browser.new_context(viewport={"width": width, "height": height})
-            self.page = self._context.new_page()
-            self.page.set_default_timeout(timeout_s * 1000)
+            self.new_page()
         except Exception:
             self._chromium.release()
             raise
+
+    def new_page(self) -> None:
+        """Replace the page (and its context) with a fresh one. Playwright keeps every request and
+        response of a context alive until the context closes (≈ 45 KB per step here), so the env
+        starts each episode on a new page to keep memory flat over a long run."""
+        if self._context is not None:
+            self._context.close()
+        self._context = self._chromium.browser.new_context(viewport=self._viewport)
+        self.page = self._context.new_page()
+        self.page.set_default_timeout(self._timeout_ms)
 
     def goto(self, url: str) -> None:
         self.page.goto(url, wait_until="load")

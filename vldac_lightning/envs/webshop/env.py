@@ -134,6 +134,7 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self._goal = goals[index % len(goals)]
         self._goal_index = index % len(goals)
         self._sid = self._server.new_session(self._goal)
+        self._browser.new_page()
         self._browser.goto(f"{self._server.url}/{self._sid}")
         self._frames.clear()
         self._observe()
