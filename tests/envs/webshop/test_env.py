@@ -159,3 +159,40 @@ def test_a_missing_browser_names_the_install_line(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(FileNotFoundError, match=r"apt-get install -y --no-install-recommends chromium.*browser_executable"):
         browser.find_chromium()
     assert browser.find_chromium(__file__) == __file__  # an explicit path that exists is used as given
+
+
+def test_a_missed_screenshot_frame_is_retried(make_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from playwright.sync_api import Error
+
+    env = make_env()
+    env.reset(seed=0)
+    browser = env.unwrapped._browser
+    real, calls = browser.page.screenshot, []
+
+    def flaky(**kwargs: Any) -> bytes:
+        calls.append(kwargs)
+        if len(calls) == 1:
+            raise Error("Page.screenshot: Protocol error (Page.captureScreenshot): Unable to capture screenshot")
+        return real(**kwargs)
+
+    monkeypatch.setattr(browser.page, "screenshot", flaky)
+    obs, *_ = env.step(act("search[green tea]"))
+    assert len(calls) == 2 and obs["images"][1].std() > 10
+    monkeypatch.setattr(browser.page, "screenshot", lambda **_: (_ for _ in ()).throw(Error("Target closed")))
+    with pytest.raises(Error, match="Target closed"):  # other errors are not retried: the pool heals them
+        env.step(act("click[back to search]"))
+
+
+def test_the_page_is_replaced_every_few_episodes(make_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vldac_lightning.envs.webshop import env as webshop_env
+
+    monkeypatch.setattr(webshop_env, "PAGE_EPISODES", 2)
+    env = make_env()
+    pages = []
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        pages.append(env.unwrapped._browser.page)
+        assert obs["images"][0].std() > 10
+    # Resets 2 and 4 open a fresh page (Playwright frees a context's requests only when it closes).
+    assert pages[0] is not pages[1] and pages[1] is pages[2] and pages[2] is not pages[3]
+    assert pages[0].is_closed() and not pages[3].is_closed()

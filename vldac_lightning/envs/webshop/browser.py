@@ -20,6 +20,7 @@ from PIL import Image
 __all__ = ["APT_LINE", "Browser", "find_chromium"]
 
 APT_LINE = "sudo apt-get install -y --no-install-recommends chromium"
+SCREENSHOT_TRIES = 4
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # What the env needs from a page, read in one round trip: the page kind, its score, whether it
 # has a search box, its clickable labels (in page order) and its visible text.
@@ -130,7 +131,7 @@ class Browser:
     def new_page(self) -> None:
         """Replace the page (and its context) with a fresh one. Playwright keeps every request and
         response of a context alive until the context closes (≈ 45 KB per step here), so the env
-        starts each episode on a new page to keep memory flat over a long run."""
+        moves to a new page every few episodes to keep memory flat over a long run."""
         if self._context is not None:
             self._context.close()
         self._context = self._chromium.browser.new_context(viewport=self._viewport)
@@ -158,7 +159,19 @@ class Browser:
 
     def screenshot(self, size: tuple[int, int] | None = None) -> np.ndarray:
         """The viewport as uint8 RGB ``[H, W, 3]``, optionally resized to ``size`` = (width, height)."""
-        image = Image.open(io.BytesIO(self.page.screenshot(type="png"))).convert("RGB")
+        from playwright.sync_api import Error
+
+        for attempt in range(SCREENSHOT_TRIES):
+            try:
+                png = self.page.screenshot(type="png")
+                break
+            except Error as error:
+                # Chromium sometimes has no frame to capture right after a navigation on a
+                # saturated CPU ("Unable to capture screenshot"); the next frame comes soon.
+                if "Unable to capture screenshot" not in str(error) or attempt == SCREENSHOT_TRIES - 1:
+                    raise
+                self.page.wait_for_timeout(50 * (attempt + 1))
+        image = Image.open(io.BytesIO(png)).convert("RGB")
         if size is not None and image.size != tuple(size):
             image = image.resize(tuple(size), Image.Resampling.BILINEAR)
         return np.asarray(image, dtype=np.uint8)

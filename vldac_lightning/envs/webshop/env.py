@@ -39,6 +39,9 @@ __all__ = ["EVAL_SEED_OFFSET", "WebShopEnv"]
 
 EVAL_SEED_OFFSET = 1_000_000_000  # == envs.pool._EVAL_OFFSET
 PAGE_TEXT_CHARS = 1500  # the visible text a state-in-text prompt carries
+# Episodes per browser page: a fresh page (and context) bounds the requests Playwright keeps
+# alive (Browser.new_page) to this many episodes, at ~0.1-0.2 s per replacement.
+PAGE_EPISODES = 16
 _ACTION = re.compile(r"^\s*(search|click)\s*\[(.*)\]\s*$", re.IGNORECASE | re.DOTALL)
 _PAGE_NAMES = {"search": "the search page", "results": "a page of search results", "item": "a product page",
                "sub": "a product detail page", "done": "the order confirmation"}
@@ -112,6 +115,7 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self._obs: dict[str, Any] | None = None
         self._steps, self._return, self._score = 0, 0.0, 0.0
         self._split = "train"
+        self._resets = 0
         self._server = StoreServer(self.store)
         try:
             self._browser = Browser(*viewport, executable=browser_executable)
@@ -134,7 +138,9 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self._goal = goals[index % len(goals)]
         self._goal_index = index % len(goals)
         self._sid = self._server.new_session(self._goal)
-        self._browser.new_page()
+        self._resets += 1
+        if self._resets % PAGE_EPISODES == 0:
+            self._browser.new_page()
         self._browser.goto(f"{self._server.url}/{self._sid}")
         self._frames.clear()
         self._observe()
