@@ -18,7 +18,7 @@ from pathlib import Path
 from vldac_lightning.envs.factory import LanguageEnvThunk
 from vldac_lightning.envs.pool import EnvPool, eval_seeds
 
-SPEC = {"id": "webshop/WebShop-v0", "env_kwargs": {}, "image_history": 2, "max_episode_steps": 50,
+ENV_CFG = {"id": "webshop/WebShop-v0", "env_kwargs": {}, "image_history": 2, "max_episode_steps": 50,
         "parse_failure": "penalty", "parse_failure_penalty": 0.0}
 
 
@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--pool-steps", type=int, default=40, help="pool steps (each steps every worker)")
     ap.add_argument("--out", default="experiments/results/webshop_bench.json")
     args = ap.parse_args()
-    env = LanguageEnvThunk(SPEC, "json")()
+    env = LanguageEnvThunk(ENV_CFG, "json")()
     store = env.unwrapped.store
     goals = store.split(evaluation=False)[:200]
     recall = sum(g["asin"] in store.search.search(g["instruction_text"])[:10] for g in goals) / len(goals)
@@ -68,7 +68,7 @@ def main() -> None:
     env.close()
     if args.pool:
         t = time.perf_counter()
-        pool = EnvPool([LanguageEnvThunk(SPEC, "json")] * args.pool, mode="async", seeds=eval_seeds(1, args.pool))
+        pool = EnvPool([LanguageEnvThunk(ENV_CFG, "json")] * args.pool, mode="async", seeds=eval_seeds(1, args.pool))
         pool.reset()
         result["pool_start_s"] = time.perf_counter() - t
         try:

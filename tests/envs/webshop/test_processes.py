@@ -16,7 +16,7 @@ from tests.envs.webshop.conftest import SMALL
 from vldac_lightning.envs.factory import LanguageEnvThunk
 from vldac_lightning.envs.pool import EnvPool, train_seeds
 
-SPEC = {"id": "webshop/WebShop-v0", "env_kwargs": SMALL, "image_history": 2, "max_episode_steps": 6,
+ENV_CFG = {"id": "webshop/WebShop-v0", "env_kwargs": SMALL, "image_history": 2, "max_episode_steps": 6,
         "parse_failure": "penalty", "parse_failure_penalty": 0.0}
 SAFETY_S = 30  # a generous net only: processes end as soon as their pipes close
 
@@ -52,7 +52,7 @@ def test_close_ends_the_browser_and_the_server(chromium: str) -> None:
 
 def test_a_killed_worker_takes_its_browser_along_and_is_replaced(chromium: str) -> None:
     search = json.dumps({"thoughts": "", "action": "search[wireless earbuds]"})
-    pool = EnvPool([LanguageEnvThunk(SPEC, "json")] * 2, mode="async", seeds=train_seeds(0, 2))
+    pool = EnvPool([LanguageEnvThunk(ENV_CFG, "json")] * 2, mode="async", seeds=train_seeds(0, 2))
     try:
         pool.reset()
         pool.step([search, search])
@@ -77,13 +77,13 @@ def test_a_pool_resumes_exactly_by_replay(chromium: str) -> None:
 
     script = [[act("search[office chair]"), "junk"], [act("click[next >]"), act("search[lipstick]")],
               [act("click[< prev]"), act("click[back to search]")]]
-    with EnvPool([LanguageEnvThunk(SPEC, "json")] * 2, mode="sync", seeds=[3, 4]) as pool:
+    with EnvPool([LanguageEnvThunk(ENV_CFG, "json")] * 2, mode="sync", seeds=[3, 4]) as pool:
         pool.reset()
         for texts in script[:2]:
             pool.step(texts)
         state = pool.state_dict()
         expected = pool.step(script[2])
-    with EnvPool([LanguageEnvThunk(SPEC, "json")] * 2, mode="sync", seeds=[0, 1]) as other:
+    with EnvPool([LanguageEnvThunk(ENV_CFG, "json")] * 2, mode="sync", seeds=[0, 1]) as other:
         assert other.load_state_dict(state) is not None
         got = other.step(script[2])
     assert [o["text"] for o in got.obs] == [o["text"] for o in expected.obs]
@@ -96,7 +96,7 @@ def test_a_pool_resumes_exactly_by_replay(chromium: str) -> None:
 
 def test_a_crashed_browser_is_relaunched_and_its_episodes_dropped(chromium: str) -> None:
     search = json.dumps({"thoughts": "", "action": "search[green tea]"})
-    with EnvPool([LanguageEnvThunk(SPEC, "json")] * 2, mode="sync", seeds=[0, 1]) as pool:
+    with EnvPool([LanguageEnvThunk(ENV_CFG, "json")] * 2, mode="sync", seeds=[0, 1]) as pool:
         pool.reset()
         me = psutil.Process()
         browsers = [p for p in browser_processes(me) if "chrom" in p.name() and "chrom" not in p.parent().name()]
