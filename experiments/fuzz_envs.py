@@ -24,12 +24,13 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.envs.fuzz_outputs
 
 from tests.envs.fuzz_outputs import hostile_outputs  # noqa: E402
+from tests.envs.test_fuzz import JSON_COMMANDS  # noqa: E402
 from vldac_lightning.envs.registry import ENV_REGISTRY, make_language_env, missing_requirement  # noqa: E402
 
 
 def fuzz(env_id: str, n: int) -> dict[str, object]:
     env = make_language_env(env_id, response_mode="json")
-    names = tuple(getattr(env, "action_names", ("look",)))
+    names = JSON_COMMANDS.get(env_id.split("/")[0]) or tuple(getattr(env, "action_names", ("look",)))
     process = psutil.Process(os.getpid())
     outcomes: Counter[str] = Counter()
     env.reset(seed=0)

@@ -14,24 +14,32 @@ EXTRAS=${VLDAC_EXTRAS:-dev}
 [ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,alfworld"
 # MiniWorld is in the default install: its tests run in CI (headless GL packages below).
 [ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,miniworld"
-# MiniWorld renders with OpenGL; headless that is EGL + Mesa's software renderer (Debian/Ubuntu
-# packages). Checked on every run (cheap); installed only when missing and we are root.
-GL_PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglu1-mesa"
-if command -v dpkg >/dev/null 2>&1; then
-  missing=$(for p in $GL_PKGS; do dpkg -s "$p" >/dev/null 2>&1 || printf '%s ' "$p"; done)
-  if [ -n "$missing" ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-      echo "[setup] installing headless OpenGL for MiniWorld: $missing" >&2
-      # shellcheck disable=SC2086
-      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-          $missing >/dev/null; } || echo "[setup] WARNING: apt-get failed; MiniWorld tests will fail until $missing are installed" >&2
-    else
-      echo "[setup] MiniWorld needs headless OpenGL; run: sudo apt-get install -y --no-install-recommends $missing" >&2
-    fi
+[ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,webshop"
+# System packages (Debian/Ubuntu), checked on every run (cheap); installed only when missing and
+# we are root, else the apt-get line is printed. ensure_apt <who needs them> <packages...>
+ensure_apt() {
+  local who=$1; shift
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "[setup] not Debian/Ubuntu: install the equivalent of '$*' yourself for $who" >&2
+    return 0
   fi
-else
-  echo "[setup] not Debian/Ubuntu: install EGL + Mesa (libEGL, libGL, libGLU, Mesa DRI) for MiniWorld yourself" >&2
-fi
+  local missing
+  missing=$(for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || printf '%s ' "$p"; done)
+  [ -n "$missing" ] || return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[setup] installing for $who: $missing" >&2
+    # shellcheck disable=SC2086
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        $missing >/dev/null; } || echo "[setup] WARNING: apt-get failed; $who will fail until $missing are installed" >&2
+  else
+    echo "[setup] $who needs system packages; run: sudo apt-get install -y --no-install-recommends $missing" >&2
+  fi
+}
+# MiniWorld renders with OpenGL; headless that is EGL + Mesa's software renderer.
+ensure_apt "MiniWorld (headless OpenGL)" libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglu1-mesa
+# WebShop screenshots its store with headless Chromium, driven by playwright (which never
+# downloads a browser here). ≈ 30 s and ≈ 350 MB on Debian 12.
+ensure_apt "WebShop (headless browser)" chromium
 stamp="$VENV/.vldac-installed"
 want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $EXTRAS"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

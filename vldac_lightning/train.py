@@ -78,7 +78,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.data.datamodule import RolloutDataModule
     from vldac_lightning.models.module import ActorCriticModule
     from vldac_lightning.utils.checkpoint_io import AtomicCheckpointIO
-    from vldac_lightning.utils.interrupt import RunInterrupted, handle_signals
+    from vldac_lightning.utils.interrupt import RunInterrupted, StoppedBySignal, handle_signals
     from vldac_lightning.utils.logging_utils import log_hyperparameters
     from vldac_lightning.utils.resume import check_resume, check_trainable_shapes, find_matching_last
 
@@ -140,7 +140,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
                 raise
             interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
             _report_stop(trainer, loggers, interrupt.saved_path, stop.signum)
-            raise SystemExit(stop.exit_code) from None
+            raise StoppedBySignal(stop.exit_code) from None
 
     evaluation = next(c for c in callbacks if isinstance(c, PeriodicEvaluation))
     metrics = dict(evaluation.history[-1][1]) if evaluation.history else {}
@@ -220,8 +220,12 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """Console entry point: friendly group-choice errors, then Hydra."""
     from vldac_lightning.utils.choices import run_cli
+    from vldac_lightning.utils.interrupt import StoppedBySignal, exit_now
 
-    run_cli(main)
+    try:
+        run_cli(main)
+    except StoppedBySignal as stop:  # all saved and reported: leave without the slow teardown
+        exit_now(int(stop.code))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,12 @@ from vldac_lightning.envs.registry import ENV_REGISTRY, make_language_env
 N_OUTPUTS = 10_000  # through step() (which parses) in the JSON mode every env defaults to
 N_ACTION_ONLY = 2_000  # the constrained-decoding mode's parser is a strict lookup: fewer suffice
 # Simulators slower than ~1,000 steps/s step a sample of the outputs; all are still parsed.
-STEPS_PER_ENV = {"miniworld": 300, "alfworld": 300}
+STEPS_PER_ENV = {"miniworld": 300, "alfworld": 300, "webshop": 120}
+# JSON answers that are commands rather than action_names (ALFWorld and WebShop number their
+# commands only for constrained decoding): "look"/"inventory" are always admissible in ALFWorld;
+# WebShop's search is valid on its first page, these buttons on the pages after it.
+JSON_COMMANDS = {"alfworld": ("look", "inventory"),
+                 "webshop": ("search[shoes]", "click[back to search]", "click[next >]", "click[< prev]")}
 
 
 def _steps_for(env_id: str, n: int) -> int:
@@ -36,8 +41,10 @@ def _make(env_id: str, response_mode: str):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("env_id", sorted(ENV_REGISTRY))
 def test_hostile_outputs_never_crash_an_env(env_id: str, response_mode: str) -> None:
     env = _make(env_id, response_mode)
-    # "look"/"inventory": always admissible in ALFWorld, whose JSON answers are commands, not numbers.
-    names = (*getattr(env, "action_names", ()), "look", "inventory")
+    family = env_id.split("/")[0]
+    names = tuple(getattr(env, "action_names", ()))
+    if response_mode == "json" and family in JSON_COMMANDS:
+        names = JSON_COMMANDS[family]
     process = psutil.Process(os.getpid())
     outcomes: Counter[str] = Counter()
     n = N_OUTPUTS if response_mode == "json" else N_ACTION_ONLY

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from vldac_lightning.envs.parsing import MAX_SCAN_CHARS, ParseResult, normalize_action_text, parse_action
+from vldac_lightning.envs.parsing import (
+    MAX_SCAN_CHARS,
+    ParseResult,
+    action_value,
+    normalize_action_text,
+    parse_action,
+)
 
 NL = ("-", "+")
 EZ = (*(str(i) for i in range(1, 11)), "+", "*", "=")
@@ -200,3 +206,13 @@ def test_speed_of_typical_output() -> None:
     for _ in range(2000):
         parse_action(text, NL)
     assert (time.perf_counter() - t0) / 2000 < 1e-3
+
+
+def test_action_value_returns_free_text_whole_and_normalised() -> None:
+    query = "search[" + "long clip-in hair extension which is natural looking " * 3 + "]"
+    assert len(query) > 64  # parse_action would shorten an invalid value to 64 characters
+    assert action_value(f'```json\n{{"thoughts": "x", "action": "{query}"}}\n```') == query
+    assert action_value("{'action': ' click[Buy Now] '} trailing") == "click[Buy Now]"
+    assert action_value('{"thoughts": "no action"}') is None and action_value('{"action": null}') is None
+    assert action_value(" \uff11\n", mode="action_only") == "1"  # NFKC: full-width digit
+    assert action_value("   ", mode="action_only") is None and action_value(None) is None  # type: ignore[arg-type]

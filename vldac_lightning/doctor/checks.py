@@ -27,7 +27,6 @@ __all__ = ["CHECKS", "Check", "NETWORK_TIMEOUT_S", "STATUSES"]
 
 STATUSES = ("ok", "warn", "fail")
 NETWORK_TIMEOUT_S = 3.0  # every network probe; an unreachable host must not stall the doctor
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 DISK_FAIL_GIB = 1.0  # below this a run cannot even write its checkpoints and MLflow store
 DISK_WARN_GIB = 10.0  # a pretrained backbone's weights alone take 4-16 GB in the Hugging Face cache
 _SIZE_IN_NAME = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?)\s*[bB](?![a-zA-Z])")  # "...-7B-Instruct" -> 7
@@ -49,10 +48,13 @@ class Check:
 
 # --------------------------------------------------------------------------------------- probes
 def find_browser() -> str | None:
-    """The Chromium/Chrome executable WebShop will drive, or None."""
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    return next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    """The Chromium/Chrome executable WebShop will drive (the env's own lookup), or None."""
+    from vldac_lightning.envs.webshop.browser import find_chromium
+
+    try:
+        return find_chromium()
+    except FileNotFoundError:
+        return None
 
 
 def cuda_devices() -> list[tuple[str, int, int]]:
@@ -229,11 +231,18 @@ def check_alfworld_data(cfg: DictConfig) -> Check:
 
 
 def check_webshop_browser(cfg: DictConfig) -> Check:
-    browser = find_browser()
-    if browser:
-        return Check("webshop (browser)", "ok", f"{browser} (WebShop itself is not implemented yet)")
-    return Check("webshop (browser)", "warn", "no Chromium found; not needed unless env=webshop (not implemented yet)",
-                 "sudo apt-get install -y chromium (Debian) or chromium-browser (Ubuntu)")
+    from vldac_lightning.envs.registry import missing_requirement
+    from vldac_lightning.envs.webshop.browser import APT_LINE
+
+    browser, packages = find_browser(), missing_requirement("webshop/WebShop-v0")
+    if browser and packages is None:
+        return Check("webshop (browser)", "ok", f"{browser}; playwright, flask, rank_bm25 import")
+    status, note = _failure(_env_id(cfg).startswith("webshop/"), "webshop")
+    if browser is None:
+        return Check("webshop (browser)", status, "no Chromium found" + note,
+                     f"{APT_LINE} (or bash scripts/setup.sh as root); or set VLDAC_CHROMIUM=/path/to/chromium")
+    return Check("webshop (browser)", status, str(packages).split(": run")[0] + note,
+                 "pip install 'vldac_lightning[webshop]' (or bash scripts/setup.sh)")
 
 
 def check_mlflow(cfg: DictConfig) -> Check:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["MAX_SCAN_CHARS", "ParseResult", "normalize_action_text", "parse_action"]
+__all__ = ["MAX_SCAN_CHARS", "ParseResult", "action_value", "normalize_action_text", "parse_action"]
 
 MAX_SCAN_CHARS = 16_384
 _MAX_JSON_DEPTH = 64  # deeper candidates skip json.loads (which recurses) and go to the tokenizer
@@ -283,3 +283,19 @@ def parse_action(
     if value_text is None:
         return ParseResult(None, False, False, f"{key!r} is null")
     return _judge(value_text, action_names)
+
+
+def action_value(text: str, *, key: str = "action", mode: str = "json") -> str | None:
+    """The normalized action value in ``text``, not matched against any names and not shortened
+    (None when there is none): for envs whose actions carry free text, e.g. WebShop's
+    ``search[query]``. Same rules as :func:`parse_action`."""
+    if mode not in ("json", "action_only"):
+        raise ValueError(f"unknown parse mode {mode!r}; valid: 'json', 'action_only'")
+    if not isinstance(text, str):
+        return None
+    text = text[:MAX_SCAN_CHARS]
+    if mode == "json":
+        found, value = _find_value(text, key.strip().casefold())
+        text = _value_to_text(value) if found else None
+    norm = normalize_action_text(text) if text else ""
+    return norm or None

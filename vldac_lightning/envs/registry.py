@@ -73,6 +73,12 @@ def _alfworld(**kwargs: Any) -> gym.Env:
     return AlfworldEnv(**kwargs)
 
 
+def _webshop(**kwargs: Any) -> gym.Env:
+    from .webshop.env import WebShopEnv  # lazy: Flask, Playwright and the catalog load only when used
+
+    return WebShopEnv(**kwargs)
+
+
 _GYM_CARDS = "vldac_lightning.envs.gym_cards"
 
 ENV_REGISTRY: dict[str, EnvEntry] = {
@@ -82,6 +88,8 @@ ENV_REGISTRY: dict[str, EnvEntry] = {
     "gym_cards/Blackjack-v0": EnvEntry(_gym_make("gym_cards/Blackjack-v0", _GYM_CARDS), "blackjack"),
     "alfworld/AlfWorld-v0": EnvEntry(None, "alfworld", language_factory=_alfworld,
                                      requires=("alfworld", "textworld"), extra="alfworld"),
+    "webshop/WebShop-v0": EnvEntry(None, "webshop", language_factory=_webshop,
+                                   requires=("playwright", "flask", "rank_bm25", "rapidfuzz"), extra="webshop"),
 }
 
 # MiniWorld (docs/environments.md#miniworld): an episode that ends without reward gets -1 on its last step.

@@ -1,0 +1,1 @@
+"""WebShop (docs/environments.md#webshop): a local web store seen through headless Chromium."""
