@@ -59,6 +59,19 @@ def fresh_observation(obs: dict[str, Any]) -> dict[str, Any]:
     return {**obs, "images": obs["images"].copy()}
 
 
+def language_spaces(image_history: int, height: int, width: int) -> tuple[spaces.Dict, spaces.Text]:
+    """The observation and action spaces every language env shares (docs/environments.md#the-protocol):
+    ``images`` (the last ``image_history`` frames, zero-padded), ``num_images`` (how many are real),
+    ``text`` (the prompt); the action is the generated text."""
+    k = image_history
+    observation = spaces.Dict({
+        "images": spaces.Box(0, 255, (k, height, width, 3), np.uint8),
+        "num_images": spaces.Discrete(k + 1),
+        "text": spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET),
+    })
+    return observation, spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET)
+
+
 class LanguageEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Wrap a native env so it reads/writes text (see the module docstring).
 
@@ -131,14 +144,7 @@ class LanguageEnv(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
         h, w, _ = obs_space.shape
         k = self.image_history
-        self.observation_space = spaces.Dict(
-            {
-                "images": spaces.Box(0, 255, (k, h, w, 3), np.uint8),
-                "num_images": spaces.Discrete(k + 1),
-                "text": spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET),
-            }
-        )
-        self.action_space = spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET)
+        self.observation_space, self.action_space = language_spaces(k, h, w)
 
         self._frames: deque[np.ndarray] = deque(maxlen=k)
         self._blank = np.zeros((h, w, 3), np.uint8)

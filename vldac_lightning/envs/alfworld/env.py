@@ -38,15 +38,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
 from ..language import (
     PARSE_FAILURE_POLICIES,
     RESPONSE_MODES,
-    TEXT_CHARSET,
-    TEXT_MAX_LENGTH,
     check_choice,
     fresh_observation,
+    language_spaces,
 )
 from ..parsing import parse_action
 from ..prompts import load_prompt
@@ -137,12 +135,7 @@ class AlfworldEnv(gym.Env):
         self.action_names: tuple[str, ...] = tuple(str(i) for i in range(1, self.max_choices + 1))
 
         s, k = self.image_size, self.image_history
-        self.observation_space = spaces.Dict({
-            "images": spaces.Box(0, 255, (k, s, s, 3), np.uint8),
-            "num_images": spaces.Discrete(k + 1),
-            "text": spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET),
-        })
-        self.action_space = spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET)
+        self.observation_space, self.action_space = language_spaces(k, s, s)
 
         from .engine import AlfredEngine
 

@@ -29,9 +29,13 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from ..language import PARSE_FAILURE_POLICIES, RESPONSE_MODES, TEXT_CHARSET, TEXT_MAX_LENGTH, check_choice
+from ..language import (
+    PARSE_FAILURE_POLICIES,
+    RESPONSE_MODES,
+    check_choice,
+    language_spaces,
+)
 from ..parsing import action_value
 from ..prompts import load_prompt
 
@@ -101,12 +105,7 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self.action_names: tuple[str, ...] = tuple(str(i) for i in range(1, self.max_choices + 1))
         w, h = size
         k = self.image_history
-        self.observation_space = spaces.Dict({
-            "images": spaces.Box(0, 255, (k, h, w, 3), np.uint8),
-            "num_images": spaces.Discrete(k + 1),
-            "text": spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET),
-        })
-        self.action_space = spaces.Text(max_length=TEXT_MAX_LENGTH, min_length=0, charset=TEXT_CHARSET)
+        self.observation_space, self.action_space = language_spaces(k, h, w)
         self._frames: deque[np.ndarray] = deque(maxlen=k)
         self._blank = np.zeros((h, w, 3), np.uint8)
         self._rng = np.random.default_rng()
