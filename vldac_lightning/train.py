@@ -8,6 +8,7 @@ inside ``train`` so ``--help`` and config errors come back fast.
 from __future__ import annotations
 
 import logging
+import signal
 import warnings
 from typing import Any
 
@@ -128,18 +129,23 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if previous_run is not None:
         tags["resumed_from_run"] = previous_run
     for logger in loggers:  # a resumed run's params are immutable: only note the resume
-        if tags and hasattr(logger, "experiment") and hasattr(logger.experiment, "set_tag"):
+        # MLflow loggers only (run_id), on rank 0 (other ranks get a dummy experiment, run_id None).
+        if tags and getattr(logger, "run_id", None) is not None and hasattr(logger.experiment, "set_tag"):
             for key, value in tags.items():
                 logger.experiment.set_tag(logger.run_id, key, value)
 
     with handle_signals() as stop:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except (RunInterrupted, SIGTERMException):
+        except (RunInterrupted, SIGTERMException) as exc:
             if not stop.requested:
-                raise
+                if not (isinstance(exc, SIGTERMException) and trainer.world_size > 1):
+                    raise
+                # DDP: Lightning stops every rank when one got SIGTERM; this rank stops with it.
+                stop.request(signal.SIGTERM)
             interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
-            _report_stop(trainer, loggers, interrupt.saved_path, stop.signum)
+            if trainer.is_global_zero:
+                _report_stop(trainer, loggers, interrupt.saved_path, stop.signum)
             raise StoppedBySignal(stop.exit_code) from None
 
     evaluation = next(c for c in callbacks if isinstance(c, PeriodicEvaluation))
@@ -147,7 +153,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if evaluation.history:
         metrics["eval/initial_success_rate"] = evaluation.history[0][1].get("eval/success_rate", float("nan"))
     ckpt_cb = trainer.checkpoint_callback
-    print_run_locations(loggers, checkpoint_dir=ckpt_cb.dirpath if ckpt_cb is not None else None)
+    if trainer.is_global_zero:
+        print_run_locations(loggers, checkpoint_dir=ckpt_cb.dirpath if ckpt_cb is not None else None)
     objects = {"cfg": cfg, "datamodule": datamodule, "module": module, "trainer": trainer,
                "callbacks": callbacks, "loggers": loggers, "evaluation": evaluation}
     return metrics, objects

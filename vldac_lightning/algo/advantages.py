@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from vldac_lightning.utils.distributed import global_mean_std, is_distributed
+
 __all__ = ["compute_gae", "explained_variance", "loo_advantages", "standardize"]
 
 
@@ -80,7 +82,15 @@ def standardize(
     Uses the *population* std (``unbiased=False``): for a rollout of hundreds of steps the choice
     is immaterial, and with it a single entry gives 0 instead of NaN.  Entries outside ``mask``
     are set to 0 so that they cannot carry stray values into a loss.
+
+    Under DDP the mean and std are those of every rank's entries together (all-reduced), so N ranks
+    standardise exactly as one process would on the concatenated rollout.
     """
+    if is_distributed():
+        sel = x if mask is None else x[mask.bool()]
+        mean, std, _ = global_mean_std(sel)
+        out = (x - mean) / (std + eps)
+        return out if mask is None else torch.where(mask.bool(), out, torch.zeros_like(x))
     if mask is None:
         mean = x.mean()
         std = x.std(unbiased=False)
@@ -124,8 +134,13 @@ def explained_variance(
 
     Returns NaN when ``Var[R̂] = 0`` (e.g. every return identical): the ratio is undefined, and a
     NaN in the log is more honest than a made-up 0 or 1 (same convention as cleanrl).
-    Population variances; the choice cancels in the ratio.
+    Population variances; the choice cancels in the ratio. Under DDP: over every rank's entries.
     """
+    if is_distributed():
+        var_returns = float(global_mean_std(returns)[1]) ** 2
+        if var_returns == 0:
+            return float("nan")
+        return float(1.0 - float(global_mean_std(returns - values)[1]) ** 2 / var_returns)
     var_returns = returns.var(unbiased=False)
     if var_returns == 0:
         return float("nan")

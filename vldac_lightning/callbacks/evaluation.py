@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def episode_metrics(episodes: list[Any], prefix: str = "eval") -> dict[str, float]:
     """Success rate, return, length and parse-failure rate of finished episodes (torchmetrics)."""
-    success, ret, length, parse = MeanMetric(), MeanMetric(), MeanMetric(), MeanMetric()
+    # Only rank 0 evaluates under DDP: no cross-process sync (the other ranks are not computing these).
+    success, ret, length, parse = (MeanMetric(sync_on_compute=False) for _ in range(4))
     for ep in episodes:
         success.update(float(ep.success))
         ret.update(float(ep.episode_return))
@@ -36,7 +37,11 @@ def episode_metrics(episodes: list[Any], prefix: str = "eval") -> dict[str, floa
 
 
 class PeriodicEvaluation(L.Callback):
-    """Evaluate on held-out seeds before the first update, every ``every_n_iterations``, and at the end."""
+    """Evaluate on held-out seeds before the first update, every ``every_n_iterations``, and at the end.
+
+    Under DDP only rank 0 evaluates (with the same policy weights as every rank); the other ranks
+    wait for it at their next all-reduce (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp).
+    """
 
     def __init__(self, every_n_iterations: int = 5, num_episodes: int = 50, do_sample: bool = False) -> None:
         if every_n_iterations < 1:
@@ -48,6 +53,8 @@ class PeriodicEvaluation(L.Callback):
         self.history: list[tuple[int, dict[str, float]]] = []
 
     def evaluate(self, trainer: L.Trainer, module: Any, env_steps: int) -> dict[str, float]:
+        if trainer.global_rank != 0:  # DDP: rank 0 evaluates, the others go on to the next rollout
+            return {}
         dm = trainer.datamodule
         policy = module.policy
         policy.set_action_names(dm.eval_pool.action_names)

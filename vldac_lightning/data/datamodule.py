@@ -5,6 +5,11 @@ LightningModule (the one owner of the iteration) asks :meth:`RolloutDataModule.c
 iteration's rollout with its current policy, then computes advantages and updates. The stream is
 finite (``num_iterations``) and restartable: it resumes at the iteration implied by the trainer's
 ``global_step``, so ``ckpt_path=...`` continues where a checkpoint left off.
+
+Under DDP (``trainer=ddp``) every rank owns a shard of the pool: ``env.num_envs``,
+``algo.rollout_steps`` and ``algo.minibatch_size`` are *global* and each rank takes ``1/N`` of them,
+with its slice of the single-process seed list, so N ranks step exactly the envs one process would
+(docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp). Evaluation runs on rank 0.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
 from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
 from vldac_lightning.rollout.episodes import EpisodeCollector
+from vldac_lightning.utils.distributed import SPLIT_KEYS, all_gather_object, rank, world_size
 from vldac_lightning.utils.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
@@ -77,16 +83,30 @@ class RolloutDataModule(L.LightningDataModule):
     # ---------------------------------------------------------------------------- derived sizes
     @property
     def num_envs(self) -> int:
+        """``env.num_envs``: all ranks together."""
         return int(self.env_cfg.num_envs)
+
+    @property
+    def local_num_envs(self) -> int:
+        """This rank's share of ``env.num_envs``."""
+        return self.num_envs // world_size()
+
+    @property
+    def local_rollout_steps(self) -> int:
+        """This rank's share of ``algo.rollout_steps``."""
+        return int(self.algo.rollout_steps) // world_size()
 
     @property
     def group_size(self) -> int:
         return int(self.env_cfg.get("group_size", 1))
 
     def grouped_train_seeds(self, base_seed: int) -> list[int]:
-        """One training seed per task group, repeated for each of the group's copies."""
+        """One training seed per task group, repeated for each of the group's copies: this rank's
+        slice of the list a single process would use (groups never straddle two ranks)."""
         k = self.group_size
-        return [s for s in train_seeds(base_seed, self.num_envs // k) for _ in range(k)]
+        seeds = [s for s in train_seeds(base_seed, self.num_envs // k) for _ in range(k)]
+        n = self.local_num_envs
+        return seeds[rank() * n:(rank() + 1) * n]
 
     @property
     def steps_per_env(self) -> int:
@@ -109,11 +129,26 @@ class RolloutDataModule(L.LightningDataModule):
                        step_timeout_s=get("step_timeout_s", 60.0), reset_timeout_s=get("reset_timeout_s", 300.0),
                        max_restarts=int(get("max_restarts", 3)), group_size=group_size)
 
+    def check_world(self) -> None:
+        """The global sizes must split evenly over the ranks (checked at config time too)."""
+        n = world_size()
+        values = {"env.num_envs": self.num_envs, "algo.rollout_steps": int(self.algo.rollout_steps),
+                  "algo.minibatch_size": int(self.algo.minibatch_size)}
+        assert set(values) == set(SPLIT_KEYS)
+        bad = [f"{k}={v}" for k, v in values.items() if v % n]
+        if self.local_num_envs % self.group_size:
+            bad.append(f"env.num_envs/{n} ranks={self.local_num_envs} is not a multiple of env.group_size={self.group_size}")
+        if bad:
+            raise ValueError(f"{n} training processes: each must get an equal share, but {', '.join(bad)} "
+                             f"do not divide by {n}")
+
     def setup(self, stage: str | None = None) -> None:
+        self.check_world()
         if self.train_pool is None and stage in (None, "fit"):
-            log.info("Starting %d %s envs (%s pool)", self.num_envs, self.env_cfg.id, self.pool_mode)
-            self.train_pool = self.make_pool(self.num_envs, self.grouped_train_seeds(self.seed), self.group_size)
-        if self.eval_pool is None:
+            where = f" on rank {rank()} of {world_size()}" if world_size() > 1 else ""
+            log.info("Starting %d %s envs (%s pool)%s", self.local_num_envs, self.env_cfg.id, self.pool_mode, where)
+            self.train_pool = self.make_pool(self.local_num_envs, self.grouped_train_seeds(self.seed), self.group_size)
+        if self.eval_pool is None and rank() == 0:  # evaluation runs on rank 0 only
             n = int(self.env_cfg.eval_num_envs)
             self.eval_pool = self.make_pool(n, eval_seeds(self.seed, n))
 
@@ -142,9 +177,11 @@ class RolloutDataModule(L.LightningDataModule):
         iteration *started* from: the weights have not changed yet (see :meth:`safe_to_checkpoint`),
         so resuming repeats that iteration exactly.
         """
-        if self._snapshot is not None:
-            return self._snapshot
-        return self._live_state()
+        state = self._snapshot if self._snapshot is not None else self._live_state()
+        if world_size() == 1:
+            return state
+        # Every rank's pool and RNGs; rank 0 writes the file (a collective: all ranks save together).
+        return {"world_size": world_size(), "ranks": all_gather_object(state)}
 
     def _live_state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"rng": capture_rng_state()}
@@ -164,18 +201,24 @@ class RolloutDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # Applied when the first resumed rollout starts: restoring the RNGs any earlier would let
         # model construction or Lightning's start-up shift them.
-        self._resume_state = dict(state)
+        saved = int(state.get("world_size", 1))
+        if saved != world_size():
+            raise ValueError(
+                f"This checkpoint was written by {saved} training process(es) and is resumed on {world_size()}: "
+                f"each rank's env pool and RNG state is in it, so resume with the same trainer.devices x "
+                f"trainer.num_nodes = {saved}")
+        self._resume_state = dict(state["ranks"][rank()]) if "ranks" in state else dict(state)
 
     def _start_collector(self, policy: Any, iteration: int, needs: Any) -> RolloutCollector | EpisodeCollector:
         assert self.train_pool is not None
         collector: RolloutCollector | EpisodeCollector
         if needs is not None and needs.whole_episodes:
-            collector = EpisodeCollector(self.train_pool, policy, int(self.algo.rollout_steps))
+            collector = EpisodeCollector(self.train_pool, policy, self.local_rollout_steps)
         else:
             collector = RolloutCollector(self.train_pool, policy, self.steps_per_env)
         resume, self._resume_state = self._resume_state, None
         if resume is not None and "train_pool" in resume:
-            log.info("Restoring %d env episodes from the checkpoint (replaying their actions)", self.num_envs)
+            log.info("Restoring %d env episodes from the checkpoint (replaying their actions)", self.local_num_envs)
             collector.obs = self.train_pool.load_state_dict(resume["train_pool"])
         else:
             if iteration > 0:  # iteration 0 starts from its seeds either way: exact
@@ -184,6 +227,10 @@ class RolloutDataModule(L.LightningDataModule):
             collector.reset(self.grouped_train_seeds(self.seed + 7919 * iteration))
         if resume is not None and "rng" in resume:
             restore_rng_state(resume["rng"])
+        elif world_size() > 1:  # each rank samples its own stream (a resume restores every rank's RNGs)
+            from lightning.fabric.utilities.seed import seed_everything
+
+            seed_everything(self.seed * 1_000 + rank(), verbose=False)
         return collector
 
     # ---------------------------------------------------------------------------- the stream
@@ -200,18 +247,22 @@ class RolloutDataModule(L.LightningDataModule):
         ``needs`` (an algorithm's ``RolloutNeeds``) says what to record beyond the essentials;
         ``progress(done, total)`` is called after every env step; ``budget`` is the env-step budget
         of a whole-episode rollout (default ``algo.rollout_steps``; fixed-length rollouts ignore it).
+        Under DDP ``budget`` is global and each rank collects ``1/N`` of it; the rollout and stats
+        returned are this rank's (``RolloutStats.over_ranks`` merges the stats).
         """
         if self.train_pool is None:
             raise RuntimeError("RolloutDataModule.setup('fit') must run before collecting")
         policy.set_action_names(self.train_pool.action_names)
         if self.collector is None:
             self.collector = self._start_collector(policy, iteration, needs)
+
         self.collector.policy = policy
         # A stop signal during the rollout checkpoints the state the iteration started from (state_dict).
         self._snapshot = self._live_state()
         self._snapshot_step = self.trainer.global_step if self.trainer is not None else 0
         if isinstance(self.collector, EpisodeCollector):
-            rollout, stats = self.collector.collect(progress=progress, needs=needs, budget=budget)
+            local = None if budget is None else budget // world_size()
+            rollout, stats = self.collector.collect(progress=progress, needs=needs, budget=local)
         else:
             rollout, stats = self.collector.collect(progress=progress, needs=needs)
         self.last_rollout_stats = stats

@@ -5,6 +5,11 @@ collect a rollout (the DataModule's pools) → the algorithm's advantages → ``
 → the algorithm's loss → gradient accumulation over ``grad_accum_steps`` minibatches → optimizer
 steps. Manual optimisation, because an iteration takes several optimizer steps. What differs between
 methods (VL-DAC, RL4VLM, LOOP, GRPO, GiGPO) is behind ``self.algorithm`` (vldac_lightning/algo/base.py).
+
+Under DDP every rank runs this same iteration on its shard of the rollout: the metrics and the
+advantage statistics are all-reduced (utils/distributed.py), the strategy averages the gradients,
+and every rank takes the same number of backward passes and optimizer steps, so the weights stay
+identical (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.models.sampling import SamplingConfig
 from vldac_lightning.rollout.buffer import Minibatch, Rollout
 from vldac_lightning.rollout.collector import RolloutStats
-from vldac_lightning.utils.interrupt import raise_if_stop_requested
+from vldac_lightning.utils.distributed import all_reduce_max, world_size
+from vldac_lightning.utils.interrupt import raise_if_stop_requested, sync_stop_request
 from vldac_lightning.utils.progress import Progress, eta, format_seconds
 
 log = logging.getLogger(__name__)
@@ -176,6 +182,7 @@ class ActorCriticModule(L.LightningModule):
         iteration = batch.iteration
 
         # 1. Rollout with the current policy (π_old, V_old, and whatever else the algorithm needs).
+        sync_stop_request()  # DDP: a signal to any rank stops all of them here, together
         self.start_iteration(iteration)
         rollout_steps = int(self.algo.rollout_steps)
         if self._env_steps is None:  # fresh run, or a checkpoint from before env steps were saved
@@ -185,6 +192,7 @@ class ActorCriticModule(L.LightningModule):
         budget = (iteration + 1) * rollout_steps - self._env_steps
         rollout, stats = datamodule.collect(policy, iteration, algorithm.needs(), progress=self.rollout_progress,
                                             budget=budget)
+        stats = stats.over_ranks()  # DDP: every rank's episodes and counters (metrics, env-step count)
         self._env_steps += int(stats.steps)
 
         # 2. Advantages and targets, once, when the rollout ends.
@@ -196,11 +204,14 @@ class ActorCriticModule(L.LightningModule):
         frozen = algorithm.policy_frozen(iteration)
         generator = torch.Generator().manual_seed(datamodule.seed * 1_000_003 + iteration)
         # A varying number of steps (whole-episode rollouts) is split into the usual number of minibatches.
-        num_minibatches = None if rollout.num_steps == rollout_steps else rollout_steps // int(self.algo.minibatch_size)
+        # Under DDP each rank holds 1/N of the rollout and of every minibatch.
+        minibatch_size = int(self.algo.minibatch_size) // world_size()
+        local_steps = rollout_steps // world_size()
+        num_minibatches = None if rollout.num_steps == local_steps else rollout_steps // int(self.algo.minibatch_size)
         accum = int(self.algo.grad_accum_steps)
         self.update_mode()
         for _epoch in range(int(self.algo.ppo_epochs)):
-            for mb in rollout.minibatches(targets.advantages, targets.returns, int(self.algo.minibatch_size),
+            for mb in rollout.minibatches(targets.advantages, targets.returns, minibatch_size,
                                           generator, num_minibatches=num_minibatches):
                 raise_if_stop_requested()  # a stop signal ends an update between minibatches
                 if len(mb.steps):  # a short whole-episode rollout may leave a minibatch empty: no loss
@@ -209,7 +220,10 @@ class ActorCriticModule(L.LightningModule):
                         self.manual_backward(loss / accum)
                     else:
                         self._bad_micro = True
+                        self._zero_backward()
                     self._record(loss_stats, loss)
+                else:
+                    self._zero_backward()
                 self._micro += 1
                 if self._micro % accum == 0:
                     self._optimizer_step()
@@ -251,6 +265,8 @@ class ActorCriticModule(L.LightningModule):
         params = self.trainable_parameters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, float(self.algo.max_grad_norm))
         bad = self._bad_micro or not torch.isfinite(grad_norm)
+        if world_size() > 1:  # one rank's NaN loss skips the update on every rank
+            bad = bool(all_reduce_max(torch.tensor([float(bad)]))[0] > 0)
         self._bad_micro = False
         if bad:
             # A NaN/Inf loss or gradient must not reach the weights; skip, count, and stop if it
@@ -277,6 +293,12 @@ class ActorCriticModule(L.LightningModule):
         self._iter_stats["train/grad_norm"].append(float(grad_norm))
         self._iter_stats["train/lr"].append(float(sched.get_last_lr()[0]))
 
+    def _zero_backward(self) -> None:
+        """Under DDP, a backward pass that adds nothing: every rank must take part in each gradient
+        all-reduce, also one whose minibatch is empty or whose loss is not finite."""
+        if world_size() > 1:
+            self.manual_backward(torch.stack([p.sum() for p in self.trainable_parameters()]).sum() * 0.0)
+
     def _record(self, stats: LossStats, loss: torch.Tensor) -> None:
         s = self._iter_stats
         s["train/loss"].append(float(loss.detach()))
@@ -295,7 +317,7 @@ class ActorCriticModule(L.LightningModule):
         if "train/value_loss" in metrics:
             self.log("v_loss", metrics["train/value_loss"], prog_bar=True, logger=False)
         self.log("env_steps", float(self.env_steps), prog_bar=True, logger=False)
-        if self._run_start is not None:  # one line per iteration: where the run is and when it ends
+        if self._run_start is not None and self.global_rank == 0:  # one line per iteration: where the run is and when it ends
             t0, first = self._run_start
             elapsed, done = time.monotonic() - t0, iteration + 1 - first
             log.info("iteration %d/%d done: %d env steps, %s elapsed, ETA %s", iteration + 1, self.num_iterations,

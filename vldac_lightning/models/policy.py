@@ -42,7 +42,7 @@ from vldac_lightning.models.sampling import (
     token_logprobs,
 )
 from vldac_lightning.models.value_head import ValueHead
-from vldac_lightning.utils.interrupt import raise_if_stop_requested, stop_request
+from vldac_lightning.utils.interrupt import local_stop_requested, raise_if_stop_requested
 
 RESPONSE_MODES = ("json", "action_only")
 # Processor outputs that ``split``/``collate`` know how to un-batch and re-batch.
@@ -70,7 +70,7 @@ class StopOnSignal(StoppingCriteria):
     answers would otherwise finish first); :meth:`VLMPolicy.generate_scored` then raises."""
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), stop_request.requested, dtype=torch.bool, device=input_ids.device)
+        return torch.full((input_ids.shape[0],), local_stop_requested(), dtype=torch.bool, device=input_ids.device)
 
 
 class FrameCache:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import torch
 from vldac_lightning.envs.pool import success_by_task_type
 from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.rollout.buffer import Rollout
+from vldac_lightning.utils.distributed import all_gather_object, world_size
 from vldac_lightning.utils.interrupt import raise_if_stop_requested
 from vldac_lightning.utils.progress import Progress
 
@@ -46,6 +47,25 @@ class RolloutStats:
     dropped_episodes: int = 0  # unfinished episodes lost to a failed env worker (masked out)
     env_restarts: int = 0  # the pool's worker restarts so far (cumulative over the run)
     sample: tuple[dict[str, Any], str] | None = None  # (observation, generated text) of env 0
+
+    def over_ranks(self) -> RolloutStats:
+        """These stats merged with every other rank's (DDP): episodes and counters add up, times are
+        the slowest rank's (the ranks collect in parallel). ``self`` outside a distributed run."""
+        if world_size() == 1:
+            return self
+        parts = all_gather_object(replace(self, sample=None))
+        return RolloutStats(
+            episodes=[e for p in parts for e in p.episodes],
+            steps=sum(p.steps for p in parts),
+            parse_failures=sum(p.parse_failures for p in parts),
+            invalid_actions=sum(p.invalid_actions for p in parts),
+            generated_tokens=sum(p.generated_tokens for p in parts),
+            seconds=max(p.seconds for p in parts),
+            generate_seconds=max(p.generate_seconds for p in parts),
+            dropped_episodes=sum(p.dropped_episodes for p in parts),
+            env_restarts=sum(p.env_restarts for p in parts),
+            sample=self.sample,
+        )
 
     def metrics(self, prefix: str = "rollout") -> dict[str, float]:
         out = {

@@ -158,6 +158,28 @@ def check_run_mode(cfg: DictConfig) -> None:
                           f"(python -m vldac_lightning.train -m hparams_search={search} ...)")
 
 
+def check_world(cfg: DictConfig) -> None:
+    """Under DDP/FSDP the global sizes are split over ``trainer.devices × trainer.num_nodes`` ranks:
+    each must divide evenly (and each rank's envs into whole task groups)."""
+    from vldac_lightning.utils.distributed import SPLIT_KEYS, world_size_from_trainer
+
+    trainer = cfg.get("trainer")
+    if trainer is None:
+        return
+    n = world_size_from_trainer(trainer).size
+    if n == 1:
+        return
+    for key in SPLIT_KEYS:
+        value = int(_get(cfg, key))
+        if value % n:
+            raise ConfigError(f"{key}={value} does not split over {n} training processes (trainer.devices x "
+                              f"trainer.num_nodes): it is global, each rank takes 1/{n}; use a multiple of {n}")
+    group = int(OmegaConf.select(cfg, "env.group_size") or 1)
+    if (int(cfg.env.num_envs) // n) % group:
+        raise ConfigError(f"env.num_envs={cfg.env.num_envs} over {n} ranks gives {int(cfg.env.num_envs) // n} envs "
+                          f"per rank, not whole task groups of env.group_size={group}: use a multiple of {n * group}")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first invalid value (types, ranges, divisibility, unknown keys)."""
     from vldac_lightning.envs import registry
@@ -200,6 +222,7 @@ def validate_config(cfg: DictConfig) -> None:
     from vldac_lightning.algo.base import algorithm_class
 
     algorithm_class(_get(cfg, "algo")).validate(cfg)
+    check_world(cfg)
 
     _number(cfg, "optimizer.lr", lo=0, lo_open=True)
     _number(cfg, "optimizer.min_lr", lo=0)

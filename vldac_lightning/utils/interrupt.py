@@ -17,7 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["RunInterrupted", "StopRequest", "StoppedBySignal", "exit_now", "handle_signals", "raise_if_stop_requested", "stop_request"]
+from vldac_lightning.utils.distributed import all_reduce_max, is_distributed
+
+__all__ = ["RunInterrupted", "StopRequest", "StoppedBySignal", "exit_now", "handle_signals", "local_stop_requested", "raise_if_stop_requested",
+           "stop_request", "sync_stop_request"]
 
 
 class RunInterrupted(BaseException):
@@ -79,10 +82,32 @@ class StopRequest:
 stop_request = StopRequest()
 
 
+def local_stop_requested() -> bool:
+    """A stop signal has arrived and this process may stop on its own, wherever it is.
+
+    Under DDP a rank must not leave alone (the others would wait for it in the next all-reduce):
+    ranks stop together at the start of an iteration (:func:`sync_stop_request`).
+    """
+    return stop_request.signum is not None and not is_distributed()
+
+
 def raise_if_stop_requested() -> None:
-    """Raise :class:`RunInterrupted` if a stop signal has arrived."""
-    if stop_request.signum is not None:
-        raise RunInterrupted(stop_request.signum)
+    """Raise :class:`RunInterrupted` if a stop signal has arrived (see :func:`local_stop_requested`)."""
+    if local_stop_requested():
+        raise RunInterrupted(int(stop_request.signum or signal.SIGTERM))
+
+
+def sync_stop_request() -> None:
+    """At an iteration boundary: stop here if a signal reached this process or, under DDP, any rank."""
+    if not is_distributed():
+        raise_if_stop_requested()
+        return
+    import torch
+
+    signum = int(all_reduce_max(torch.tensor([stop_request.signum or 0]))[0])
+    if signum:
+        stop_request.request(signum)
+        raise RunInterrupted(signum)
 
 
 @contextmanager

@@ -108,6 +108,20 @@ class ResumeCheck:
     saved: dict[str, Any] | None
 
 
+def check_world_size(ckpt: dict[str, Any], ckpt_path: str, current: dict[str, Any]) -> None:
+    """A checkpoint holds one env-pool and RNG state per training process: resume on as many."""
+    from vldac_lightning.utils.distributed import world_size_from_trainer
+
+    states = [v for k, v in ckpt.items() if k.endswith("DataModule") and isinstance(v, dict)]
+    saved = int(states[0].get("world_size", 1)) if states else 1
+    now = world_size_from_trainer(current.get("trainer") or {}).size
+    if saved != now:
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was written by {saved} training process(es) and this run starts {now}: each "
+            f"rank's env pool and RNG state is in the checkpoint, so resume with trainer.devices x "
+            f"trainer.num_nodes = {saved}" + (" (trainer=ddp)" if saved > 1 else ""))
+
+
 def check_resume(ckpt_path: str, current: dict[str, Any], *, optimizer_steps_per_iteration: int,
                  num_iterations: int, strict: bool = True) -> ResumeCheck:
     """Refuse a resume that would train another experiment or has nothing left to train."""
@@ -128,6 +142,7 @@ def check_resume(ckpt_path: str, current: dict[str, Any], *, optimizer_steps_per
                                   "lists them), start a new run without ckpt_path, or pass resume_strict=false "
                                   "to continue anyway.")
             log.warning("%sresume_strict=false: continuing anyway", message)
+    check_world_size(ckpt, ckpt_path, current)
     global_step = int(ckpt.get("global_step", 0))
     done = global_step // max(optimizer_steps_per_iteration, 1)
     if done >= num_iterations:

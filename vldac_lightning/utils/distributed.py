@@ -1,0 +1,156 @@
+"""Several training processes (Lightning DDP/FSDP) seen from the rest of the code.
+
+Every rank collects its own share of a rollout. What must equal a single process's computation on
+the union of the ranks' rollouts goes through the helpers here: sums, means and standard
+deviations are all-reduced; everything else (the ranks' env-pool states for a checkpoint) is
+gathered as Python objects. Outside a distributed run every helper is the identity, so single-process
+numbers are computed exactly as before (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "WorldSize",
+    "all_gather_object",
+    "all_reduce_max",
+    "all_reduce_sum",
+    "global_mean_std",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "world_size_from_trainer",
+]
+
+# Per-rank shares of the global sizes (docs/config.md): each must split evenly over the ranks.
+SPLIT_KEYS = ("env.num_envs", "algo.rollout_steps", "algo.minibatch_size")
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def _device() -> torch.device:
+    # NCCL reduces CUDA tensors only; gloo reduces CPU tensors.
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over all ranks (a new tensor on ``x``'s device); ``x`` itself outside DDP."""
+    if not is_distributed():
+        return x
+    y = x.detach().to(_device(), copy=True)
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y.to(x.device)
+
+
+def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return x
+    y = x.detach().to(_device(), copy=True)
+    dist.all_reduce(y, op=dist.ReduceOp.MAX)
+    return y.to(x.device)
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` outside DDP)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def global_mean_std(x: torch.Tensor, *, unbiased: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Mean, std and count of the entries of ``x`` on all ranks together (float64 sums).
+
+    Equal, up to rounding, to ``cat(x of every rank).mean()`` / ``.std()``; ``count`` is the number
+    of entries over all ranks.
+    """
+    flat = x.detach().reshape(-1).to(torch.float64)
+    sums = all_reduce_sum(torch.stack([flat.sum(), (flat * flat).sum(), torch.tensor(float(flat.numel()),
+                                                                                    dtype=torch.float64)]))
+    total, total_sq, n = float(sums[0]), float(sums[1]), int(sums[2])
+    if n == 0:
+        raise ValueError("global_mean_std: no entries on any rank")
+    mean = total / n
+    var = max(total_sq / n - mean * mean, 0.0)
+    if unbiased:
+        var = var * n / (n - 1) if n > 1 else float("nan")
+    return (torch.tensor(mean, dtype=x.dtype, device=x.device), torch.tensor(var ** 0.5, dtype=x.dtype, device=x.device),
+            n)
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How many training processes a trainer config starts, known before they are launched."""
+
+    devices: int
+    num_nodes: int
+
+    @property
+    def size(self) -> int:
+        return self.devices * self.num_nodes
+
+
+def world_size_from_trainer(trainer_cfg: Mapping[str, Any]) -> WorldSize:
+    """The number of ranks ``trainer.devices`` × ``trainer.num_nodes`` asks for.
+
+    ``devices`` may be an int, a list of device ids, ``"auto"`` or ``-1``; the last two mean every
+    visible GPU (CPU: one process). Only a strategy that launches several processes counts them.
+    """
+    strategy = trainer_cfg.get("strategy")
+    name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
+    multi = any(s in str(name).lower() for s in ("ddp", "fsdp", "deepspeed"))
+    nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    if not multi:
+        return WorldSize(1, nodes if nodes > 1 else 1)
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, (list, tuple)) or (hasattr(devices, "__len__") and not isinstance(devices, str)):
+        n = len(devices)
+    elif str(devices) in ("auto", "-1"):
+        accel = str(trainer_cfg.get("accelerator", "auto"))
+        n = torch.cuda.device_count() if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 1
+    else:
+        n = int(str(devices).rstrip(","))
+    return WorldSize(max(n, 1), nodes)
+
+
+# Decoder-layer classes of the model families we configure (conf/model/); FSDP shards one per unit.
+DECODER_LAYER_CLASSES = (
+    "transformers.models.qwen2_vl.modeling_qwen2_vl.Qwen2VLDecoderLayer",
+    "transformers.models.qwen2_5_vl.modeling_qwen2_5_vl.Qwen2_5_VLDecoderLayer",
+)
+
+
+def decoder_layer_wrap_policy(class_paths: tuple[str, ...] | list[str] = DECODER_LAYER_CLASSES) -> set[type]:
+    """FSDP's ``auto_wrap_policy`` for ``trainer=fsdp``: the decoder-layer classes that import here."""
+    import importlib
+
+    found: set[type] = set()
+    for path in class_paths:
+        module, _, name = str(path).rpartition(".")
+        try:
+            found.add(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):  # an older/newer transformers without that family
+            continue
+    if not found:
+        raise ValueError(f"trainer=fsdp: none of the decoder-layer classes {list(class_paths)} imports; set "
+                         "trainer.strategy.auto_wrap_policy.class_paths to your model's layer class")
+    return found
