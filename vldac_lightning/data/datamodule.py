@@ -7,7 +7,7 @@ finite (``num_iterations``) and restartable: it resumes at the iteration implied
 ``global_step``, so ``ckpt_path=...`` continues where a checkpoint left off.
 
 Under DDP (``trainer=ddp``) every rank owns a shard of the pool: ``env.num_envs``,
-``algo.rollout_steps`` and ``algo.minibatch_size`` are *global* and each rank takes ``1/N`` of them,
+``algo.rollout_steps`` and an optimizer step's batch are *global* and each rank takes ``1/N`` of them,
 with its slice of the single-process seed list, so N ranks step exactly the envs one process would
 (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp). Evaluation runs on rank 0.
 """
@@ -27,7 +27,7 @@ from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
 from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
 from vldac_lightning.rollout.episodes import EpisodeCollector
-from vldac_lightning.utils.distributed import SPLIT_KEYS, all_gather_object, rank, world_size
+from vldac_lightning.utils.distributed import SPLIT_KEYS, all_gather_object, local_minibatch, rank, world_size
 from vldac_lightning.utils.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,10 @@ class RolloutDataModule(L.LightningDataModule):
     def check_world(self) -> None:
         """The global sizes must split evenly over the ranks (checked at config time too)."""
         n = world_size()
-        values = {"env.num_envs": self.num_envs, "algo.rollout_steps": int(self.algo.rollout_steps),
-                  "algo.minibatch_size": int(self.algo.minibatch_size)}
+        values = {"env.num_envs": self.num_envs, "algo.rollout_steps": int(self.algo.rollout_steps)}
         assert set(values) == set(SPLIT_KEYS)
         bad = [f"{k}={v}" for k, v in values.items() if v % n]
+        local_minibatch(int(self.algo.minibatch_size), int(self.algo.grad_accum_steps), n)  # raises if not
         if self.local_num_envs % self.group_size:
             bad.append(f"env.num_envs/{n} ranks={self.local_num_envs} is not a multiple of env.group_size={self.group_size}")
         if bad:

@@ -34,7 +34,7 @@ from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.models.sampling import SamplingConfig
 from vldac_lightning.rollout.buffer import Minibatch, Rollout
 from vldac_lightning.rollout.collector import RolloutStats
-from vldac_lightning.utils.distributed import all_reduce_max, world_size
+from vldac_lightning.utils.distributed import all_reduce_max, local_minibatch, world_size
 from vldac_lightning.utils.interrupt import raise_if_stop_requested, sync_stop_request
 from vldac_lightning.utils.progress import Progress, eta, format_seconds
 
@@ -205,10 +205,10 @@ class ActorCriticModule(L.LightningModule):
         generator = torch.Generator().manual_seed(datamodule.seed * 1_000_003 + iteration)
         # A varying number of steps (whole-episode rollouts) is split into the usual number of minibatches.
         # Under DDP each rank holds 1/N of the rollout and of every minibatch.
-        minibatch_size = int(self.algo.minibatch_size) // world_size()
+        minibatch_size, accum = local_minibatch(int(self.algo.minibatch_size), int(self.algo.grad_accum_steps),
+                                                world_size())
         local_steps = rollout_steps // world_size()
-        num_minibatches = None if rollout.num_steps == local_steps else rollout_steps // int(self.algo.minibatch_size)
-        accum = int(self.algo.grad_accum_steps)
+        num_minibatches = None if rollout.num_steps == local_steps else local_steps // minibatch_size
         self.update_mode()
         for _epoch in range(int(self.algo.ppo_epochs)):
             for mb in rollout.minibatches(targets.advantages, targets.returns, minibatch_size,

@@ -23,13 +23,30 @@ __all__ = [
     "all_reduce_sum",
     "global_mean_std",
     "is_distributed",
+    "local_minibatch",
     "rank",
     "world_size",
     "world_size_from_trainer",
 ]
 
-# Per-rank shares of the global sizes (docs/config.md): each must split evenly over the ranks.
-SPLIT_KEYS = ("env.num_envs", "algo.rollout_steps", "algo.minibatch_size")
+# Per-rank shares of the global sizes (docs/config.md): each must split evenly over the ranks. The
+# optimizer step's batch (algo.minibatch_size x algo.grad_accum_steps) splits too: see local_minibatch.
+SPLIT_KEYS = ("env.num_envs", "algo.rollout_steps")
+
+
+def local_minibatch(minibatch_size: int, grad_accum_steps: int, ranks: int) -> tuple[int, int]:
+    """This rank's (minibatch size, accumulation steps): one optimizer step still sees
+    ``minibatch_size × grad_accum_steps`` env steps over all ranks together.
+
+    The minibatch is split when it divides by ``ranks`` (the accumulation stays), else the
+    accumulation (the 7B recipes' 1 × 128 over 8 GPUs: 1 × 16 per rank); neither → ValueError.
+    """
+    if minibatch_size % ranks == 0:
+        return minibatch_size // ranks, grad_accum_steps
+    if grad_accum_steps % ranks == 0:
+        return minibatch_size, grad_accum_steps // ranks
+    raise ValueError(f"algo.minibatch_size={minibatch_size} x algo.grad_accum_steps={grad_accum_steps} does not "
+                     f"split over {ranks} training processes: one of them must be a multiple of {ranks}")
 
 
 def is_distributed() -> bool:
