@@ -47,6 +47,7 @@ def build_callbacks(cfg: DictConfig, steps_per_iteration: int) -> list[Any]:
     cb = cfg.callbacks
     every = int(cb.model_checkpoint.every_n_iterations) * steps_per_iteration
     return [
+        InterruptCheckpoint(),  # first: its on_train_start must run before the initial evaluation
         # Evaluation before checkpointing, so a checkpoint's iteration has been evaluated.
         PeriodicEvaluation(int(cb.evaluation.every_n_iterations), int(cb.evaluation.num_episodes),
                            bool(cb.evaluation.do_sample)),
@@ -54,7 +55,6 @@ def build_callbacks(cfg: DictConfig, steps_per_iteration: int) -> list[Any]:
         ModelCheckpoint(dirpath=cb.model_checkpoint.dirpath, every_n_train_steps=every,
                         save_last=bool(cb.model_checkpoint.save_last), save_top_k=-1,
                         filename="step{step}", auto_insert_metric_name=False),
-        InterruptCheckpoint(),
     ]
 
 

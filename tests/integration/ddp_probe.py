@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import sys
 from pathlib import Path
 
 import torch

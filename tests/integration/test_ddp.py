@@ -112,3 +112,28 @@ def test_checkpoint_resumes_exactly_on_two_ranks_and_refuses_one(ddp_run: tuple[
                          timeout=300)
     assert one.returncode == 2, one.stdout[-2000:] + one.stderr[-3000:]
     assert "written by 2 training process(es)" in one.stdout + one.stderr
+
+
+def test_sigterm_to_rank0_stops_both_ranks_and_ckpt_path_last_resumes_exactly(
+        ddp_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """SIGTERM lands on rank 0 in iteration 2's update; both ranks stop together at iteration 3's
+    start (exit 143, last.ckpt); ``ckpt_path=last`` then ends at the uninterrupted run's weights."""
+    ref_dir, _ = ddp_run
+    hook = Path(__file__).with_name("signal_hook.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "VLDAC_TEST_SIGNAL": "TERM",
+           "VLDAC_TEST_SIGNAL_AT": "optimizer_step:3"}
+    stopped = subprocess.run([sys.executable, str(hook), *ARGS, f"paths.log_dir={tmp_path / 'logs'}",
+                              f"hydra.run.dir={tmp_path / 'logs' / 'train' / 'runs' / 'stopped'}"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert stopped.returncode == 143, stopped.stdout[-3000:] + stopped.stderr[-5000:]
+    assert "Stopped by SIGTERM at optimizer step 4." in stopped.stdout
+    assert stopped.stdout.count("Resume with:") == 1  # rank 0 reports, once
+    last = _ckpt(tmp_path, "stopped", "last.ckpt")
+    assert torch.load(last, weights_only=True)["global_step"] == 4
+
+    resumed = _run(tmp_path, "resumed", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-5000:]
+    got = torch.load(_ckpt(tmp_path, "resumed", "last.ckpt"), weights_only=True)["state_dict"]
+    expected = torch.load(_ckpt(ref_dir, "ref", "last.ckpt"), weights_only=True)["state_dict"]
+    for name, value in expected.items():
+        assert torch.equal(got[name], value), f"{name} differs from the uninterrupted 2-rank run"

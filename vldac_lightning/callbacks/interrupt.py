@@ -9,7 +9,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from vldac_lightning.utils.interrupt import RunInterrupted
+from vldac_lightning.utils.interrupt import RunInterrupted, reclaim_signals
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,13 @@ class InterruptCheckpoint(L.Callback):
 
     def __init__(self) -> None:
         self.saved_path: str | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # Lightning installs its SIGTERM handler just before this hook; it is not safe across ranks
+        # (utils/interrupt.reclaim_signals), so under DDP ours takes over again. First in the callback
+        # list (train.build_callbacks), before the initial evaluation.
+        if trainer.world_size > 1:
+            reclaim_signals()
 
     def on_exception(self, trainer: L.Trainer, pl_module: Any, exception: BaseException) -> None:
         if not isinstance(exception, (RunInterrupted, SIGTERMException)):

@@ -16,10 +16,11 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from vldac_lightning.utils.distributed import all_reduce_max, is_distributed
 
-__all__ = ["RunInterrupted", "StopRequest", "StoppedBySignal", "exit_now", "handle_signals", "local_stop_requested", "raise_if_stop_requested",
+__all__ = ["RunInterrupted", "StopRequest", "StoppedBySignal", "exit_now", "handle_signals", "local_stop_requested", "raise_if_stop_requested", "reclaim_signals",
            "stop_request", "sync_stop_request"]
 
 
@@ -133,8 +134,25 @@ def handle_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -
 
     for s in signals:
         signal.signal(s, handler)
+    _installed.update({s: handler for s in signals})
     try:
         yield stop_request
     finally:
+        _installed.clear()
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+_installed: dict[int, Any] = {}
+
+
+def reclaim_signals() -> None:
+    """Put :func:`handle_signals`' handlers back after Lightning installed its own (DDP).
+
+    Lightning's SIGTERM handler broadcasts from inside the handler, which deadlocks when the signal
+    lands while another rank is in a different collective (a rollout's metrics all-reduce). Ours
+    only sets the flag; ranks then stop together at the next iteration start (sync_stop_request).
+    """
+    if threading.current_thread() is threading.main_thread():
+        for s, handler in _installed.items():
+            signal.signal(s, handler)
