@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 # The env and seed are named anyway.
 _NAME_NOISE_KEYS = frozenset({"ckpt_path", "run_name", "logger", "torch_threads", "task_name", "seed", "env",
                               "resume_strict", "trainer.enable_progress_bar"})
-_NAME_NOISE_PREFIXES = ("paths.", "hydra.", "logger.")
+_NAME_NOISE_PREFIXES = ("paths.", "hydra.", "hydra/", "logger.")
 _MAX_NAME_LEN = 120
 _TASK_PREFIX = {"evaluate": "eval"}  # run names of other tasks than training start with this
 UI_COMMAND = ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow} ui --backend-store-uri {uri} "
