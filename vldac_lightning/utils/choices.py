@@ -99,10 +99,12 @@ def _module_installed(module: str) -> bool:
 
 
 def check_plugin_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR,
-                           installed: Callable[[str], bool] = _module_installed) -> str | None:
+                           installed: Callable[[str], bool] | None = None) -> str | None:
     """An error naming the package and the extra to install when an override selects a Hydra plugin's
     option (``hydra/launcher=joblib``, or ``hparams_search=optuna``, whose defaults choose the Optuna
-    sweeper) and the plugin is not installed; Hydra itself only says the option does not exist."""
+    sweeper) and the plugin is not installed; Hydra itself only says the option does not exist.
+    ``installed(module)`` says whether a module can be imported (default: it is found on sys.path)."""
+    installed = installed or _module_installed
     for arg in argv:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
