@@ -54,6 +54,7 @@ def test_jobs_runs_nest_under_one_parent_that_gets_the_table_and_the_best(tmp_pa
 
     sweep_dir = tmp_path / "sweep"
     sweep_overrides = [f"hydra.sweep.dir={sweep_dir}"]
+    records.write_job_record(sweep_dir, records.JobRecord(7, ["seed=7"], "COMPLETED", 1.0))  # an earlier sweep's
     callback = SweepParentRun()
     master = compose_with_hydra(sweep_overrides, tmp_path)
     with read_write(master.hydra.overrides):  # what `-m algo.kl_beta=0.05,0.15` leaves in the master config

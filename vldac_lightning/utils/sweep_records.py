@@ -70,6 +70,9 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def write_parent(sweep_dir: str | Path, parent: ParentRun) -> Path:
+    """Record a new sweep's parent run; records of an earlier sweep into the same dir are removed."""
+    for stale in records_dir(sweep_dir).glob("job*.json"):
+        stale.unlink()
     path = records_dir(sweep_dir) / PARENT_FILE
     _write_json(path, asdict(parent))
     return path
