@@ -25,6 +25,8 @@ def test_the_parent_run_reaches_a_job_through_the_sweep_dir(tmp_path: Path) -> N
     assert records.sweep_tags(3, tmp_path, PARENT.tracking_uri) == {
         "mlflow.parentRunId": "abc123", "sweep.id": PARENT.sweep_id, "sweep.job": "3"}
     assert not list(path.parent.glob(".*.tmp"))  # written atomically, no leftovers
+    path.write_text('{"run_id": "abc"')  # damaged: the job runs, un-nested
+    assert records.read_parent(tmp_path) is None
 
 
 def test_a_job_logging_to_another_store_is_not_nested(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

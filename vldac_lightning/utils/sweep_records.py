@@ -83,7 +83,11 @@ def read_parent(sweep_dir: str | Path) -> ParentRun | None:
     path = records_dir(sweep_dir) / PARENT_FILE
     if not path.is_file():
         return None
-    return ParentRun(**json.loads(path.read_text()))
+    try:
+        return ParentRun(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # a damaged file must not stop the job: its run is just not nested
+        log.warning("Ignoring unreadable sweep parent-run file %s: %s", path, exc)
+        return None
 
 
 def finite(value: Any) -> float | None:
