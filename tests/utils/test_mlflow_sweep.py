@@ -163,12 +163,12 @@ def test_slurm_launcher_takes_nodes_and_tasks_from_the_trainer(tmp_path: Path) -
 @pytest.mark.parametrize(("override", "package", "via"), [
     ("hydra/launcher=joblib", "hydra-joblib-launcher", ""),
     ("hydra/launcher=submitit_slurm", "hydra-submitit-launcher", ""),
-    ("hydra/launcher=slurm", "hydra-submitit-launcher", " chooses hydra/launcher/submitit_slurm, which"),
-    ("hparams_search=optuna", "hydra-optuna-sweeper", " chooses hydra/sweeper/optuna, which"),
+    ("hydra/launcher=slurm", "hydra-submitit-launcher", " (for hydra/launcher/submitit_slurm)"),
+    ("hparams_search=optuna", "hydra-optuna-sweeper", " (for hydra/sweeper/optuna)"),
 ])
 def test_a_missing_plugin_names_its_extra(override: str, package: str, via: str) -> None:
     message = choices.check_plugin_overrides(["-m", override, "seed=0,1"], installed=lambda module: False)
-    assert message == (f"{override}{via} needs the Hydra plugin {package}, which is not installed: "
+    assert message == (f"{override} needs the Hydra plugin {package}{via}, which is not installed: "
                        "pip install 'vldac_lightning[sweep]' (docs/config.md#sweeps)")
     assert choices.check_plugin_overrides([override], installed=lambda module: True) is None
 

@@ -120,8 +120,8 @@ def check_plugin_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR,
                 todo += [o for o in _defaults_options(group, name, conf_dir) if o not in seen]
                 module, package = PLUGIN_OPTIONS.get(option, (None, None))
                 if module is not None and not installed(module):
-                    via = "" if option == f"{key}/{choice}" else f" chooses {option}, which"
-                    return (f"{key}={choice}{via} needs the Hydra plugin {package}, which is not installed: "
+                    via = "" if option == f"{key}/{choice}" else f" (for {option})"
+                    return (f"{key}={choice} needs the Hydra plugin {package}{via}, which is not installed: "
                             f"{PLUGIN_INSTALL} (docs/config.md#sweeps)")
     return None
 
