@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 
 def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
     """The ``logger`` group's loggers; ``run_id`` reopens that MLflow run (exact resume). An MLflow
-    run without ``run_name`` is named from the job's overrides (``default_run_name``)."""
+    run without ``run_name`` is named from the job's overrides (``default_run_name``); a multirun
+    job's new run is nested under the sweep's parent run (``job_logger_tags``)."""
+    from vldac_lightning.utils.mlflow_sweep import job_logger_tags
     from vldac_lightning.utils.mlflow_utils import default_run_name
 
     loggers = []
@@ -35,6 +37,8 @@ def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
                     extra["run_id"] = run_id
                 elif logger_cfg.get("run_name") is None:
                     extra["run_name"] = default_run_name(cfg)
+                if not run_id and (tags := job_logger_tags(cfg)):
+                    extra["tags"] = tags
             loggers.append(hydra.utils.instantiate(logger_cfg, **extra))
     return loggers
 
@@ -215,13 +219,15 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns the sweep metric (``optimized_metric``)."""
+    """Hydra entry point; returns the sweep metric (``optimized_metric``): a finite float, or None
+    (with an error logged) when the run did not produce it."""
     from vldac_lightning.utils.config import exit_on_config_error
+    from vldac_lightning.utils.sweep_records import objective
 
     with exit_on_config_error():
         metrics, _ = train(cfg)
     name = cfg.get("optimized_metric")
-    return metrics.get(name) if name else None
+    return objective(metrics, str(name)) if name else None
 
 
 def cli() -> None:

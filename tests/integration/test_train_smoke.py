@@ -171,8 +171,10 @@ def test_hydra_multirun_sweep(tmp_path: Path) -> None:
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    runs = mlflow_runs(uri)
-    assert len(runs) == 2
+    # The sweep's MLflow parent run (docs/config.md#mlflow-parent-runs) and its two jobs' runs.
+    parent, *others = sorted(mlflow_runs(uri), key=lambda r: "mlflow.parentRunId" in r.data.tags)
+    runs = [r for r in others if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 2 and len(others) == 2
     assert sorted(r.data.params["algo.kl_beta"] for r in runs) == ["0.05", "0.15"]
     assert all(r.info.status == "FINISHED" and "eval/success_rate" in r.data.metrics for r in runs)
     # Each job's run is named after what it changed, with its job number (MLflow's random names repeat).

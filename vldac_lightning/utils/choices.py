@@ -7,11 +7,23 @@ We check group overrides on the command line against the files under ``conf/`` f
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .paths import CONF_DIR
+
+# Hydra's own config groups (hydra/launcher, hydra/sweeper, ...) are nested for real: never rewritten.
+_HYDRA_GROUP = "hydra"
+# Hydra options that a plugin package provides: option -> (the plugin's module, its pip package).
+PLUGIN_OPTIONS = {
+    "hydra/launcher/joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "hydra/launcher/submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "hydra/launcher/submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "hydra/sweeper/optuna": ("hydra_plugins.hydra_optuna_sweeper", "hydra-optuna-sweeper"),
+}
+PLUGIN_INSTALL = "pip install 'vldac_lightning[sweep]'"
 
 
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -47,7 +59,8 @@ def normalize_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) ->
         key, sep, value = arg.partition("=")
         bare = key.lstrip("+")
         group, _, sub = bare.partition("/")
-        if sep and sub and not arg.startswith("-") and (conf_dir / group).is_dir() and "." not in bare:
+        if (sep and sub and not arg.startswith("-") and (conf_dir / group).is_dir() and "." not in bare
+                and group != _HYDRA_GROUP):
             fixed = f"{group}=" + ",".join(f"{sub}/{v.strip()}" for v in value.split(","))
             notes.append(f"note: reading {arg} as {fixed} (the {group} group's choices are nested names)")
             out.append(fixed)
@@ -56,8 +69,66 @@ def normalize_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) ->
     return out, notes
 
 
+def _defaults_options(group: str, choice: str, conf_dir: Path) -> list[str]:
+    """The Hydra options (``hydra/sweeper/optuna``) the project file ``<group>/<choice>.yaml`` puts in
+    its defaults list, itself included; none when it is no project file (a plugin's own option)."""
+    from omegaconf import OmegaConf
+
+    path = conf_dir / group / f"{choice}.yaml"
+    if not path.is_file():
+        return []
+    options = []
+    for entry in OmegaConf.load(path).get("defaults") or []:
+        if isinstance(entry, str):  # "- submitit_slurm": a config of the same group
+            if entry != "_self_":
+                options.append(f"{group}/{entry}")
+            continue
+        for key, value in entry.items():  # "- override /hydra/sweeper: optuna"
+            key = str(key).removeprefix("override").strip()
+            target = key.lstrip("/") if key.startswith("/") else f"{group}/{key}"
+            if isinstance(value, str):
+                options.append(f"{target}/{value}")
+    return options
+
+
+def _module_installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package (hydra_plugins) is missing
+        return False
+
+
+def check_plugin_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR,
+                           installed: Callable[[str], bool] | None = None) -> str | None:
+    """An error naming the package and the extra to install when an override selects a Hydra plugin's
+    option (``hydra/launcher=joblib``, or ``hparams_search=optuna``, whose defaults choose the Optuna
+    sweeper) and the plugin is not installed; Hydra itself only says the option does not exist.
+    ``installed(module)`` says whether a module can be imported (default: it is found on sys.path)."""
+    installed = installed or _module_installed
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if arg.startswith("-") or not sep or "." in key:
+            continue
+        for choice in (c.strip() for c in value.split(",")):
+            seen: list[str] = []
+            todo = [f"{key}/{choice}"]
+            while todo and len(seen) < 20:  # a project file may choose a plugin option through its defaults
+                option = todo.pop()
+                seen.append(option)
+                group, _, name = option.rpartition("/")
+                todo += [o for o in _defaults_options(group, name, conf_dir) if o not in seen]
+                module, package = PLUGIN_OPTIONS.get(option, (None, None))
+                if module is not None and not installed(module):
+                    via = "" if option == f"{key}/{choice}" else f" (for {option})"
+                    return (f"{key}={choice} needs the Hydra plugin {package}{via}, which is not installed: "
+                            f"{PLUGIN_INSTALL} (docs/config.md#sweeps)")
+    return None
+
+
 def run_cli(main: Callable[[], object]) -> None:
-    """Console entry point: nested group choices normalised, friendly group-choice errors, then Hydra."""
+    """Console entry point: nested group choices normalised, friendly group-choice and missing-plugin
+    errors (``Config error: ...``, exit 2), then Hydra."""
     argv, notes = normalize_group_overrides(sys.argv[1:])
     for note in notes:
         print(note, file=sys.stderr)
@@ -65,4 +136,8 @@ def run_cli(main: Callable[[], object]) -> None:
     error = check_group_overrides(argv)
     if error:
         sys.exit(error)
+    error = check_plugin_overrides(argv)
+    if error:
+        print(f"Config error: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
     main()

@@ -191,6 +191,8 @@ def validate_config(cfg: DictConfig) -> None:
     check_known_keys(cfg)
     check_run_mode(cfg)
     _number(cfg, "seed", integer=True, lo=0)
+    if cfg.get("optimized_metric") is not None:
+        _choice(cfg, "optimized_metric_direction", ("maximize", "minimize"))
     if cfg.get("torch_threads") is not None:
         _number(cfg, "torch_threads", integer=True, lo=1)
     trainer = cfg.get("trainer")

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 # Overrides that say where a run writes or how it is launched, not what it trains: left out of run names.
 # The env and seed are named anyway.
 _NAME_NOISE_KEYS = frozenset({"ckpt_path", "run_name", "logger", "torch_threads", "task_name", "seed", "env",
-                              "resume_strict", "trainer.enable_progress_bar"})
-_NAME_NOISE_PREFIXES = ("paths.", "hydra.", "logger.")
+                              "resume_strict", "trainer.enable_progress_bar", "hparams_search"})
+_NAME_NOISE_PREFIXES = ("paths.", "hydra.", "hydra/", "logger.")
 _MAX_NAME_LEN = 120
+_MAX_FLOAT_CHARS = 8  # a longer float value in a run name is rounded
 _TASK_PREFIX = {"evaluate": "eval"}  # run names of other tasks than training start with this
 UI_COMMAND = ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false {mlflow} ui --backend-store-uri {uri} "
               "--host 127.0.0.1 --port 5000")
@@ -98,7 +99,13 @@ def _hydra_job() -> Any | None:
 
 
 def _short_value(value: str) -> str:
-    """``gym_cards/numberline`` -> ``numberline``; a path-like value keeps only its last part."""
+    """``gym_cards/numberline`` -> ``numberline``; a path-like value keeps only its last part; a long
+    float (an Optuna trial's ``0.0002288113668475521``) keeps 4 significant digits (``0.0002288``)."""
+    if len(value) > _MAX_FLOAT_CHARS and any(c in value for c in ".eE"):
+        try:
+            return f"{float(value):.4g}"
+        except ValueError:
+            pass
     return value.rstrip("/").rsplit("/", 1)[-1]
 
 
