@@ -11,7 +11,11 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
 from omegaconf import DictConfig, OmegaConf
 
 from vldac_lightning.utils.config import ConfigError, validate_config
-from vldac_lightning.utils.distributed import decoder_layer_wrap_policy, local_minibatch, world_size_from_trainer
+from vldac_lightning.utils.distributed import (
+    decoder_layer_wrap_policy,
+    local_minibatch,
+    world_size_from_trainer,
+)
 
 Compose = Callable[..., DictConfig]
 
