@@ -52,9 +52,22 @@ def _ckpt(tmp: Path, name: str, file: str) -> Path:
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("ddp")
     probe = tmp / "probe"
-    done = _run(tmp, "ref", probe=probe)
+    done = _run(tmp, "ref", "logger=mlflow", probe=probe)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
     return tmp, probe
+
+
+def test_rank0_logs_one_mlflow_run_with_global_env_steps(ddp_run: tuple[Path, Path]) -> None:
+    import mlflow
+
+    tmp, _ = ddp_run
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp / 'logs' / 'mlflow' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("vldac_lightning").experiment_id])
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    history = client.get_metric_history(runs[0].info.run_id, "rollout/iteration")
+    # Both ranks' 4 envs x 2 steps per iteration: the env-step x-axis is global.
+    assert [m.step for m in history] == [8, 16, 24]
+    assert "eval/success_rate" in runs[0].data.metrics
 
 
 def test_weights_identical_on_every_rank_after_each_update(ddp_run: tuple[Path, Path]) -> None:
