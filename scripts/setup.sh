@@ -15,6 +15,8 @@ EXTRAS=${VLDAC_EXTRAS:-dev}
 # MiniWorld is in the default install: its tests run in CI (headless GL packages below).
 [ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,miniworld"
 [ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,webshop"
+# Ray (env.pool_mode=ray) is in the default install so CI runs the Ray pool's tests (≈ 240 MB installed).
+[ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,ray"
 # System packages (Debian/Ubuntu), checked on every run (cheap); installed only when missing and
 # we are root, else the apt-get line is printed. ensure_apt <who needs them> <packages...>
 ensure_apt() {

@@ -23,6 +23,8 @@ from typing import Any
 
 import gymnasium as gym
 
+from .workers import call_env
+
 __all__ = ["RAY_MISSING", "RayOptions", "RayWorker", "import_ray", "init_ray"]
 
 log = logging.getLogger(__name__)
@@ -99,8 +101,7 @@ class _EnvActor:
         return obs, float(reward), bool(terminated), bool(truncated), dict(info)
 
     def call(self, name: str) -> Any:
-        attr = getattr(self.env, name)
-        return attr() if callable(attr) else attr
+        return call_env(self.env, name)
 
     def close(self) -> None:
         self.env.close()

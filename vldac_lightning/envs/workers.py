@@ -33,6 +33,7 @@ __all__ = [
     "InProcessWorker",
     "ProcessWorker",
     "WorkerOptions",
+    "call_env",
     "is_timeout",
     "make_worker",
     "register_worker",
@@ -92,8 +93,10 @@ class WorkerOptions:
     ray: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _call(env: gym.Env, name: str) -> Any:
-    attr = getattr(env, name)
+def call_env(env: gym.Env, name: str) -> Any:
+    """``env``'s attribute ``name`` (looked up through its wrappers, as gymnasium's vector envs
+    do), called if it is a method."""
+    attr = env.get_wrapper_attr(name) if isinstance(env, gym.Env) else getattr(env, name)
     return attr() if callable(attr) else attr
 
 
@@ -134,7 +137,7 @@ class InProcessWorker:
         return obs, float(reward), bool(terminated), bool(truncated), dict(info)
 
     def call(self, name: str) -> Any:
-        return _call(self.env, name)
+        return call_env(self.env, name)
 
     def kill(self) -> None:
         self.close()
