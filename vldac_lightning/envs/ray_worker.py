@@ -42,7 +42,8 @@ class RayOptions:
     # Ray Client). None: $RAY_ADDRESS if set, else a new local Ray instance in this process.
     address: str | None = None
     # Logical CPUs each env actor reserves: Ray places at most cores / num_cpus_per_env actors per node.
-    num_cpus_per_env: float = 0.125
+    # 1/16: model=tiny's 16 + 16 envs fit a 2-core machine; raise it for CPU-heavy simulators.
+    num_cpus_per_env: float = 0.0625
     # Local Ray only: logical CPUs it schedules on (None: this machine's cores).
     num_cpus: int | None = None
 
