@@ -1,18 +1,19 @@
 """``EnvPool``: N copies of a language env, stepped together, self-healing, resumable.
 
-Each copy lives in a *worker* (envs/workers.py): its own subprocess (``mode="async"``, a one-env
-gymnasium ``AsyncVectorEnv``, so a crash or hang takes down one copy, never the pool), a Ray actor
-(``mode="ray"``, on this machine or a cluster) or the main process (``mode="sync"``). The pool resets finished episodes itself, each with an explicit seed derived
-from (copy seed, episode index) — gymnasium's SAME_STEP semantics, but every episode is
+Each copy lives in a *worker* (envs/workers.py, docs/environments.md#pool-modes): its own
+subprocess (``mode="async"``, a one-env gymnasium ``AsyncVectorEnv``, so a crash or hang takes down
+one copy, never the pool), a Ray actor (``mode="ray"``, on this machine or a cluster) or the main
+process (``mode="sync"``). The pool resets finished episodes itself, each with an explicit seed
+derived from (copy seed, episode index) — gymnasium's SAME_STEP semantics, but every episode is
 reproducible from two integers. Together with the log of the texts sent since the episode began,
 that makes the pool's state a few integers and strings: :meth:`state_dict` /
 :meth:`load_state_dict` restore it exactly by replay, which is what exact resume needs.
 
-A worker that dies (killed, segfault, exception, a lost Ray actor) or does not answer within ``step_timeout_s`` is
-replaced by a fresh one on a new episode. Its unfinished episode is dropped (``PoolStep.dropped``;
-the rollout masks it out of the loss) and counted (``restarts``, ``dropped_episodes``). A copy that
-fails ``max_restarts`` times in a row stops the run with :class:`EnvPoolError` naming the env and
-the last error.
+A worker that dies (killed, segfault, exception, a lost Ray actor) or does not answer within
+``step_timeout_s`` is replaced by a fresh one on a new episode. Its unfinished episode is dropped
+(``PoolStep.dropped``; the rollout masks it out of the loss) and counted (``restarts``,
+``dropped_episodes``). A copy that fails ``max_restarts`` times in a row stops the run with
+:class:`EnvPoolError` naming the env and the last error.
 
 Task groups (``group_size=K``): copies ``g·K … g·K+K−1`` share one seed, so each of their episodes
 starts from the same task (identical first observation); groups have distinct seeds. Since every
