@@ -14,7 +14,7 @@ TORCH = "torch==2.13.0"
 
 def _install(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[dev,miniworld,alfworld,webshop]")  # the same extras scripts/setup.sh installs
+    session.install("-e", ".[dev,miniworld,alfworld,webshop,ray]")  # the same extras scripts/setup.sh installs
 
 
 @nox.session

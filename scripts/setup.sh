@@ -17,6 +17,8 @@ EXTRAS=${VLDAC_EXTRAS:-dev}
 [ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,webshop"
 # Sweeps (Hydra's joblib/SLURM launchers, the Optuna sweeper) are tested in CI: default install.
 [ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,sweep"
+# Ray (env.pool_mode=ray) is in the default install so CI runs the Ray pool's tests (≈ 240 MB installed).
+[ -n "${VLDAC_EXTRAS:-}" ] || EXTRAS="$EXTRAS,ray"
 # System packages (Debian/Ubuntu), checked on every run (cheap); installed only when missing and
 # we are root, else the apt-get line is printed. ensure_apt <who needs them> <packages...>
 ensure_apt() {

@@ -7,4 +7,6 @@ bash scripts/setup.sh
 export VLDAC_REQUIRE_MINIWORLD=${VLDAC_REQUIRE_MINIWORLD:-1}
 # ... and Chromium for WebShop: a missing browser fails the WebShop tests instead of skipping them.
 export VLDAC_REQUIRE_WEBSHOP=${VLDAC_REQUIRE_WEBSHOP:-1}
+# ... and Ray: a Ray that does not import or start fails the Ray pool's tests instead of skipping them.
+export VLDAC_REQUIRE_RAY=${VLDAC_REQUIRE_RAY:-1}
 exec .venv/bin/python -m pytest -q "$@"

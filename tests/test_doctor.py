@@ -206,6 +206,24 @@ def test_a_missing_browser_is_a_warning_with_the_install_command(compose, monkey
     assert doctor.check_webshop_browser(compose()).status == "ok"
 
 
+def test_ray_is_checked_for_pool_mode_ray(compose, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(doctor, "ray_version", lambda: None)
+    check = doctor.check_ray(compose("env.pool_mode=ray"))
+    assert check.status == "fail" and "not installed" in check.detail
+    assert check.fix.startswith("pip install 'vldac_lightning[ray]'")
+    check = doctor.check_ray(compose())  # async pool: Ray is not needed
+    assert check.status == "warn" and "only needed for env.pool_mode=ray" in check.detail
+
+    monkeypatch.setattr(doctor, "ray_version", lambda: "2.60.0")
+    check = doctor.check_ray(compose("env.pool_mode=ray"))
+    assert check.status == "ok" and "2.60.0" in check.detail and "local Ray" in check.detail
+    check = doctor.check_ray(compose("env.pool_mode=ray", "env.ray.address=ray://head:10001"))
+    assert check.status == "ok" and "ray://head:10001" in check.detail
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert "10.0.0.5:6379" in doctor.check_ray(compose("env.pool_mode=ray")).detail
+
+
 # ------------------------------------------------------------------------------------- disk
 def test_low_disk(compose, tmp_path: Path) -> None:
     cfg = compose()  # paths.log_dir does not exist yet: its nearest existing parent is measured
@@ -241,7 +259,8 @@ def test_the_cli_runs_on_this_machine(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     names = [c["name"] for c in report["checks"]]
     assert names == ["config", "python", "torch", "gpu", "disk", "mlflow store", "model weights",
-                     "miniworld (OpenGL/EGL)", "alfworld (packages, planner)", "ALFWORLD_DATA", "webshop (browser)"]
+                     "miniworld (OpenGL/EGL)", "alfworld (packages, planner)", "ALFWORLD_DATA", "webshop (browser)",
+                     "ray (env workers)"]
     assert all(c["status"] in doctor.STATUSES for c in report["checks"])
     assert all(c["fix"] for c in report["checks"] if c["status"] == "fail")
     failed = any(c["status"] == "fail" for c in report["checks"])

@@ -23,6 +23,9 @@ def test_differing_keys_lists_identity_keys_only() -> None:
            "seed": 1}
     # pool_mode and the budget may change on resume; seed is outside env/model/algo.
     assert differing_keys(saved, now) == ["env.id", "model.lora.r"]
+    # A checkpoint from before env.ray existed resumes onto a Ray cluster.
+    ray = {"pool_mode": "ray", "ray": {"address": "auto", "num_cpus_per_env": 0.5, "num_cpus": None}}
+    assert differing_keys(saved, {**now, "env": {"id": "A", **ray}}) == ["model.lora.r"]
 
 
 def test_ckpt_path_last_takes_the_newest_matching_checkpoint(tmp_path: Path) -> None:

@@ -125,9 +125,11 @@ class RolloutDataModule(L.LightningDataModule):
     def make_pool(self, n: int, seeds: list[int], group_size: int = 1) -> EnvPool:
         thunk = env_factory(self.env_cfg, self.response_mode)
         get = self.env_cfg.get
+        ray = get("ray")  # env.pool_mode=ray's settings (conf/train.yaml)
         return EnvPool([thunk] * n, mode=self.pool_mode, seeds=seeds, name=str(self.env_cfg.id),
                        step_timeout_s=get("step_timeout_s", 60.0), reset_timeout_s=get("reset_timeout_s", 300.0),
-                       max_restarts=int(get("max_restarts", 3)), group_size=group_size)
+                       max_restarts=int(get("max_restarts", 3)), group_size=group_size,
+                       ray_options=dict(ray) if ray is not None else None)
 
     def check_world(self) -> None:
         """The global sizes must split evenly over the ranks (checked at config time too)."""

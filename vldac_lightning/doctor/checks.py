@@ -245,6 +245,32 @@ def check_webshop_browser(cfg: DictConfig) -> Check:
                  "pip install 'vldac_lightning[webshop]' (or bash scripts/setup.sh)")
 
 
+def ray_version() -> str | None:
+    """The installed Ray's version, or None (found without importing Ray: that takes seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ray")
+    except PackageNotFoundError:
+        return None
+
+
+def check_ray(cfg: DictConfig) -> Check:
+    from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions
+
+    needed = str(cfg.env.get("pool_mode")) == "ray"
+    installed = ray_version()
+    if installed is None:
+        note = "" if needed else " (only needed for env.pool_mode=ray)"
+        return Check("ray (env workers)", "fail" if needed else "warn", "Ray is not installed" + note,
+                     RAY_MISSING.split(": ", 1)[1] + " (or bash scripts/setup.sh)")
+    if not needed:
+        return Check("ray (env workers)", "ok", f"ray {installed} (used with env.pool_mode=ray)")
+    address = RayOptions.from_mapping(cfg.env.get("ray")).cluster_address()
+    where = f"connects to the Ray cluster at {address}" if address else "starts a local Ray"
+    return Check("ray (env workers)", "ok", f"ray {installed}; env.pool_mode=ray {where}")
+
+
 def check_mlflow(cfg: DictConfig) -> Check:
     mlflow = (cfg.get("logger") or {}).get("mlflow")
     if mlflow is None:
@@ -306,5 +332,5 @@ def check_model_weights(cfg: DictConfig) -> Check:
 
 CHECKS: tuple[Callable[[DictConfig], Check], ...] = (
     check_python, check_torch, check_gpu, check_disk, check_mlflow, check_model_weights,
-    check_miniworld, check_alfworld, check_alfworld_data, check_webshop_browser,
+    check_miniworld, check_alfworld, check_alfworld_data, check_webshop_browser, check_ray,
 )

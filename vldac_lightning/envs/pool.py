@@ -1,18 +1,19 @@
 """``EnvPool``: N copies of a language env, stepped together, self-healing, resumable.
 
-Each copy lives in a *worker*: its own subprocess (``mode="async"``, a one-env gymnasium
-``AsyncVectorEnv``, so a crash or hang takes down one copy, never the pool) or the main process
-(``mode="sync"``). The pool resets finished episodes itself, each with an explicit seed derived
-from (copy seed, episode index) — gymnasium's SAME_STEP semantics, but every episode is
+Each copy lives in a *worker* (envs/workers.py, docs/environments.md#pool-modes): its own
+subprocess (``mode="async"``, a one-env gymnasium ``AsyncVectorEnv``, so a crash or hang takes down
+one copy, never the pool), a Ray actor (``mode="ray"``, on this machine or a cluster) or the main
+process (``mode="sync"``). The pool resets finished episodes itself, each with an explicit seed
+derived from (copy seed, episode index) — gymnasium's SAME_STEP semantics, but every episode is
 reproducible from two integers. Together with the log of the texts sent since the episode began,
 that makes the pool's state a few integers and strings: :meth:`state_dict` /
 :meth:`load_state_dict` restore it exactly by replay, which is what exact resume needs.
 
-A worker that dies (killed, segfault, exception) or does not answer within ``step_timeout_s`` is
-replaced by a fresh one on a new episode. Its unfinished episode is dropped (``PoolStep.dropped``;
-the rollout masks it out of the loss) and counted (``restarts``, ``dropped_episodes``). A copy that
-fails ``max_restarts`` times in a row stops the run with :class:`EnvPoolError` naming the env and
-the last error.
+A worker that dies (killed, segfault, exception, a lost Ray actor) or does not answer within
+``step_timeout_s`` is replaced by a fresh one on a new episode. Its unfinished episode is dropped
+(``PoolStep.dropped``; the rollout masks it out of the loss) and counted (``restarts``,
+``dropped_episodes``). A copy that fails ``max_restarts`` times in a row stops the run with
+:class:`EnvPoolError` naming the env and the last error.
 
 Task groups (``group_size=K``): copies ``g·K … g·K+K−1`` share one seed, so each of their episodes
 starts from the same task (identical first observation); groups have distinct seeds. Since every
@@ -25,19 +26,18 @@ next episode, the one its group starts next.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AsyncVectorEnv, AutoresetMode
 
 from ..utils.interrupt import raise_if_stop_requested
 from ..utils.progress import Progress
 from .frames import FrameHistory
+from .pool_data import EpisodeStats, PoolStep, episode_seed, eval_seeds, success_by_task_type, train_seeds
+from .workers import EnvWorker, WorkerOptions, is_timeout, make_worker, worker_modes
 
 __all__ = [
     "EnvPool",
@@ -52,216 +52,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_SEEDS_PER_BASE = 10_000
-_EVAL_OFFSET = 1_000_000_000  # train seeds live in [0, 1e9), eval seeds in [1e9, 2e9)
-
-
-def _seed_range(offset: int, base_seed: int, n: int) -> list[int]:
-    if base_seed < 0 or n < 0:
-        raise ValueError(f"base_seed and n must be >= 0, got {base_seed}, {n}")
-    if n > _SEEDS_PER_BASE:
-        raise ValueError(f"at most {_SEEDS_PER_BASE} seeds per base_seed, got n={n}")
-    if (base_seed + 1) * _SEEDS_PER_BASE > _EVAL_OFFSET:
-        raise ValueError(f"base_seed must be < {_EVAL_OFFSET // _SEEDS_PER_BASE}, got {base_seed}")
-    start = offset + base_seed * _SEEDS_PER_BASE
-    return list(range(start, start + n))
-
-
-def train_seeds(base_seed: int, n: int) -> list[int]:
-    """``n`` distinct training seeds for run seed ``base_seed``: ``base_seed*10_000 + i`` (< 1e9)."""
-    return _seed_range(0, base_seed, n)
-
-
-def eval_seeds(base_seed: int, n: int) -> list[int]:
-    """``n`` evaluation seeds, disjoint from every train seed: ``1e9 + base_seed*10_000 + i``."""
-    return _seed_range(_EVAL_OFFSET, base_seed, n)
-
-
-def episode_seed(copy_seed: int, episode_index: int) -> int:
-    """The reset seed of a copy's ``episode_index``-th episode (the first one uses the copy seed).
-
-    Later seeds are hashed from both numbers and stay in the copy seed's half of the seed space,
-    so training episodes never replay an evaluation seed's deal.
-    """
-    if episode_index == 0:
-        return int(copy_seed)
-    offset = _EVAL_OFFSET if copy_seed >= _EVAL_OFFSET else 0
-    digest = np.random.SeedSequence([int(copy_seed), int(episode_index)]).generate_state(1, np.uint64)[0]
-    return offset + int(digest % _EVAL_OFFSET)
-
 
 class EnvPoolError(RuntimeError):
     """A copy kept failing after restarts (or the pool was misused)."""
 
 
-@dataclass(frozen=True)
-class EpisodeStats:
-    """One finished episode of one env copy."""
-
-    env_index: int
-    seed: int | None  # this episode's reset seed: episode_seed(copy seed, episode_index)
-    episode_index: int  # episodes this copy has begun since the pool's last reset()
-    episode_return: float
-    length: int
-    success: bool
-    parse_failures: int
-    invalid_actions: int  # steps with action_valid False (parse failures included)
-    task_type: str | None = None  # the env's info["task_type"] (ALFWorld), for per-type success
-
-
-def success_by_task_type(episodes: Sequence[EpisodeStats], prefix: str) -> dict[str, float]:
-    """``{prefix}/success_rate/<task type>`` over the episodes whose env reports a task type."""
-    groups: dict[str, list[bool]] = {}
-    for ep in episodes:
-        if ep.task_type:
-            groups.setdefault(ep.task_type, []).append(ep.success)
-    return {f"{prefix}/success_rate/{t}": float(np.mean(v)) for t, v in sorted(groups.items())}
-
-
-@dataclass
-class PoolStep:
-    """The result of :meth:`EnvPool.step` (per-env lists are indexed by env)."""
-
-    # {"images": [n, H, W, 3] uint8 (read-only; shares frames with the env's earlier observations),
-    #  "text": str}; for ended envs the NEXT episode's first observation
-    obs: list[dict[str, Any]]
-    rewards: np.ndarray  # [N] float32
-    terminated: np.ndarray  # [N] bool
-    truncated: np.ndarray  # [N] bool
-    infos: list[dict[str, Any]]  # for ended envs: the final info of the finished episode
-    final_obs: list[dict[str, Any] | None]  # last observation of the finished episode, else None
-    episodes: list[EpisodeStats]  # episodes finished at this step
-    # [N] bool: the copy's worker failed at this step; its unfinished episode is dropped (no
-    # EpisodeStats, reward 0) and obs[i] starts a fresh episode.
-    dropped: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
-
-    @property
-    def done(self) -> np.ndarray:
-        return self.terminated | self.truncated
-
-
-def _unbatch_info(infos: Mapping[str, Any], i: int) -> dict[str, Any]:
-    """Env ``i``'s entries of a vector-env info dict (drops the ``_key`` masks)."""
-    out: dict[str, Any] = {}
-    for key, value in infos.items():
-        if key.startswith("_") or key in ("final_obs", "final_info"):
-            continue
-        mask = infos.get(f"_{key}")
-        if mask is not None and not mask[i]:
-            continue
-        if isinstance(value, Mapping):
-            out[key] = _unbatch_info(value, i)
-        else:
-            item = value[i]
-            out[key] = item.item() if isinstance(item, np.generic) else item
-    return out
-
-
-def _unbatch_obs(obs: Mapping[str, Any]) -> dict[str, Any]:
-    return {"images": obs["images"][0], "num_images": int(obs["num_images"][0]), "text": str(obs["text"][0])}
-
-
-# ----------------------------------------------------------------------------------- workers
-class _InProcessWorker:
-    """One copy in this process. Exceptions are caught like a crash; hangs cannot be timed out."""
-
-    def __init__(self, env_fn: Callable[[], gym.Env]) -> None:
-        self.env = env_fn()
-        self._result: Any = None
-        self._error: BaseException | None = None
-        self.pid: int | None = None
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        self._result, self._error = None, None
-        try:
-            self._result = fn()
-        except Exception as error:  # noqa: BLE001 - any env failure is a worker failure
-            self._error = error
-
-    def _take(self) -> Any:
-        if self._error is not None:
-            raise self._error
-        return self._result
-
-    def send_reset(self, seed: int) -> None:
-        self._run(lambda: self.env.reset(seed=int(seed)))
-
-    def recv_reset(self, timeout: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        obs, info = self._take()
-        return obs, dict(info)
-
-    def send_step(self, text: str) -> None:
-        self._run(lambda: self.env.step(text))
-
-    def recv_step(self, timeout: float | None) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        obs, reward, terminated, truncated, info = self._take()
-        return obs, float(reward), bool(terminated), bool(truncated), dict(info)
-
-    def call(self, name: str) -> Any:
-        attr = getattr(self.env, name)
-        return attr() if callable(attr) else attr
-
-    def kill(self) -> None:
-        self.close()
-
-    def close(self) -> None:
-        try:
-            self.env.close()
-        except Exception:  # noqa: BLE001 - closing a broken env must not mask the original error
-            pass
-
-
-class _ProcessWorker:
-    """One copy in its own subprocess: a one-env ``AsyncVectorEnv`` with autoreset disabled."""
-
-    def __init__(self, env_fn: Callable[[], gym.Env], context: str) -> None:
-        self.vec = AsyncVectorEnv([env_fn], shared_memory=False, context=context,
-                                  autoreset_mode=AutoresetMode.DISABLED)
-        self.pid: int | None = self.vec.processes[0].pid
-
-    def send_reset(self, seed: int) -> None:
-        self.vec.reset_async(seed=[int(seed)])
-
-    def recv_reset(self, timeout: float | None) -> tuple[dict[str, Any], dict[str, Any]]:
-        obs, info = self.vec.reset_wait(timeout=timeout)
-        return _unbatch_obs(obs), _unbatch_info(info, 0)
-
-    def send_step(self, text: str) -> None:
-        self.vec.step_async((str(text),))
-
-    def recv_step(self, timeout: float | None) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
-        obs, rewards, terminated, truncated, info = self.vec.step_wait(timeout=timeout)
-        return _unbatch_obs(obs), float(rewards[0]), bool(terminated[0]), bool(truncated[0]), _unbatch_info(info, 0)
-
-    def call(self, name: str) -> Any:
-        return self.vec.call(name)[0]
-
-    def kill(self) -> None:
-        """Discard a failed worker: SIGKILL (a worker stuck in C code can ignore SIGTERM), reap it,
-        and mark the vector env closed so its ``__del__`` does not talk to a dead pipe."""
-        vec = self.vec
-        for process in vec.processes:
-            if process.is_alive():
-                try:
-                    process.kill()
-                except ProcessLookupError:
-                    pass
-            process.join(5)
-        for pipe in vec.parent_pipes:
-            if pipe is not None:
-                pipe.close()
-        vec.closed = True
-
-    def close(self) -> None:
-        try:
-            self.vec.close(timeout=10)
-        except Exception:  # noqa: BLE001
-            self.kill()
-
-
 # ----------------------------------------------------------------------------------- the pool
 class EnvPool:
-    """N env copies in subprocesses (``mode="async"``) or in-process (``mode="sync"``).
+    """N env copies in subprocesses (``mode="async"``), Ray actors (``mode="ray"``, settings in
+    ``ray_options``: see envs/ray_worker.py ``RayOptions``) or in-process (``mode="sync"``).
 
     Autoreset semantics are gymnasium's SAME_STEP, implemented here: on the step that ends an
     episode the returned observation is already the next episode's first one, and the finished
@@ -282,11 +81,12 @@ class EnvPool:
         reset_timeout_s: float | None = 300.0,
         max_restarts: int = 3,
         group_size: int = 1,
+        ray_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not env_fns:
             raise ValueError("EnvPool needs at least one env_fn")
-        if mode not in ("async", "sync"):
-            raise ValueError(f"mode={mode!r} is not valid; choose one of ['async', 'sync']")
+        if mode not in worker_modes():
+            raise ValueError(f"mode={mode!r} is not valid; choose one of {worker_modes()}")
         if max_restarts < 0:
             raise ValueError(f"max_restarts must be >= 0, got {max_restarts}")
         if group_size < 1 or len(env_fns) % group_size:
@@ -296,6 +96,7 @@ class EnvPool:
         self.mode = mode
         self.name = name
         self.context = context
+        self._worker_options = WorkerOptions(context=context, ray=dict(ray_options or {}))
         self.step_timeout_s = step_timeout_s
         self.reset_timeout_s = reset_timeout_s
         self.max_restarts = int(max_restarts)
@@ -303,7 +104,7 @@ class EnvPool:
         self._env_fns = list(env_fns)
         self._closed = False
         self._action_names: tuple[str, ...] | None = None
-        self._workers: list[_InProcessWorker | _ProcessWorker] = []
+        self._workers: list[EnvWorker] = []
         try:
             for fn in self._env_fns:
                 self._workers.append(self._spawn(fn))
@@ -326,8 +127,8 @@ class EnvPool:
         images = obs["images"][: int(obs["num_images"])]
         return {"images": self._frames[i].push(images), "text": str(obs["text"])}
 
-    def _spawn(self, fn: Callable[[], gym.Env]) -> _InProcessWorker | _ProcessWorker:
-        return _ProcessWorker(fn, self.context) if self.mode == "async" else _InProcessWorker(fn)
+    def _spawn(self, fn: Callable[[], gym.Env]) -> EnvWorker:
+        return make_worker(self.mode, fn, self._worker_options)
 
     def _check_seeds(self, seeds: Sequence[int], n: int) -> list[int]:
         seeds = [int(s) for s in seeds]
@@ -367,7 +168,7 @@ class EnvPool:
 
     @property
     def pids(self) -> list[int | None]:
-        """Worker process ids (None in sync mode)."""
+        """Worker process ids (None in sync mode; in ray mode each actor's pid on its node)."""
         return [w.pid for w in self._workers]
 
     def reset(self, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
@@ -508,7 +309,7 @@ class EnvPool:
 
     # --- lifecycle ------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close every copy; in async mode, join the worker processes. Idempotent."""
+        """Close every copy; in async mode, join the worker processes; in ray mode, end the actors. Idempotent."""
         if not self._closed:
             self._closed = True
             for worker in self._workers:
@@ -575,7 +376,7 @@ class EnvPool:
         raise_if_stop_requested()
         self._failures_in_row[i] += 1
         self.restarts += 1
-        reason = "no answer within the timeout" if isinstance(error, multiprocessing.TimeoutError) else repr(error)
+        reason = "no answer within the timeout" if is_timeout(error) else repr(error)
         if self._failures_in_row[i] > self.max_restarts:
             self.close()
             raise EnvPoolError(

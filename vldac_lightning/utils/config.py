@@ -184,6 +184,34 @@ def check_world(cfg: DictConfig) -> None:
                           f"per rank, not whole task groups of env.group_size={group}: use a multiple of {n * group}")
 
 
+def _check_ray(cfg: DictConfig) -> None:
+    """``env.pool_mode=ray``: Ray is installed, ``env.ray`` is valid, and a local Ray can place every env actor."""
+    import importlib.util
+    import os
+
+    from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError(RAY_MISSING)
+    address = OmegaConf.select(cfg, "env.ray.address")
+    if address is not None and not isinstance(address, str):
+        raise ConfigError(f"env.ray.address={address!r} must be a Ray address (\"auto\", \"ray://host:10001\") or null")
+    per_env = _number(cfg, "env.ray.num_cpus_per_env", lo=0)
+    if OmegaConf.select(cfg, "env.ray.num_cpus") is not None:
+        _number(cfg, "env.ray.num_cpus", integer=True, lo=1)
+    options = RayOptions.from_mapping(OmegaConf.to_container(cfg.env.ray, resolve=True))  # type: ignore[arg-type]
+    if options.cluster_address() is None:
+        # A local Ray never grows: actors it cannot place would wait until env.reset_timeout_s.
+        actors = int(cfg.env.num_envs) + int(cfg.env.eval_num_envs)  # the train and eval pools run together
+        cpus = options.num_cpus or os.cpu_count() or 1
+        if actors * per_env > cpus:
+            raise ConfigError(
+                f"env.pool_mode=ray on a local Ray: {actors} env actors (env.num_envs + env.eval_num_envs) x "
+                f"env.ray.num_cpus_per_env={per_env} need {actors * per_env:g} CPUs, but the local Ray has {cpus} "
+                f"(env.ray.num_cpus={options.num_cpus}); set env.ray.num_cpus_per_env={cpus / actors:g} or less, "
+                "raise env.ray.num_cpus (logical CPUs: envs mostly wait for the model), or set env.ray.address")
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` on the first invalid value (types, ranges, divisibility, unknown keys)."""
     from vldac_lightning.envs import registry
@@ -214,7 +242,10 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "env.num_envs", integer=True, lo=1)
     _number(cfg, "env.eval_num_envs", integer=True, lo=1)
     _choice(cfg, "env.parse_failure", PARSE_FAILURE)
-    _choice(cfg, "env.pool_mode", ("async", "sync"))
+    from vldac_lightning.envs.workers import WORKER_MODES
+
+    if _choice(cfg, "env.pool_mode", WORKER_MODES) == "ray":
+        _check_ray(cfg)
     _number(cfg, "env.gamma", lo=0, hi=1)
     _number(cfg, "env.gae_lambda", lo=0, hi=1)
     # Self-healing pool knobs (optional; EnvPool's defaults apply when absent; null = no timeout).

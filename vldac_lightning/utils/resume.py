@@ -24,7 +24,8 @@ IDENTITY_SECTIONS = ("env", "model", "algo")
 # Keys that may change on resume: the budget (train longer), and how envs run, not what they are.
 RESUMABLE_CHANGES = frozenset({
     "algo.total_env_steps", "env.pool_mode", "env.eval_num_envs", "env.step_timeout_s",
-    "env.reset_timeout_s", "env.max_restarts", "model.local_files_only",
+    "env.reset_timeout_s", "env.max_restarts", "env.ray.address", "env.ray.num_cpus_per_env", "env.ray.num_cpus",
+    "model.local_files_only",
 })
 
 
