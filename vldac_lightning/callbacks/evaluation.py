@@ -83,3 +83,5 @@ class PeriodicEvaluation(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.last_step != pl_module.env_steps and trainer.global_step > 0:
             self.evaluate(trainer, pl_module, pl_module.env_steps)
+        if trainer.world_size > 1:  # every rank returns rank 0's results (a sweeper may ask any of them)
+            self.history = trainer.strategy.broadcast(self.history, src=0)

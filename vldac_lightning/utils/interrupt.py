@@ -12,16 +12,24 @@ KILLED, prints the resume command and exits with ``128 + signal`` (143 for SIGTE
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-from vldac_lightning.utils.distributed import all_reduce_max, is_distributed
-
 __all__ = ["RunInterrupted", "StopRequest", "StoppedBySignal", "exit_now", "handle_signals", "local_stop_requested", "raise_if_stop_requested", "reclaim_signals",
            "stop_request", "sync_stop_request"]
+
+
+def is_distributed() -> bool:
+    """Under DDP? Without importing torch: the env side (registry, pools) stays light to import."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    from vldac_lightning.utils.distributed import is_distributed as distributed
+
+    return distributed()
 
 
 class RunInterrupted(BaseException):
@@ -104,6 +112,8 @@ def sync_stop_request() -> None:
         raise_if_stop_requested()
         return
     import torch
+
+    from vldac_lightning.utils.distributed import all_reduce_max
 
     signum = int(all_reduce_max(torch.tensor([stop_request.signum or 0]))[0])
     if signum:
