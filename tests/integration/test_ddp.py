@@ -150,3 +150,18 @@ def test_sigterm_to_rank0_stops_both_ranks_and_ckpt_path_last_resumes_exactly(
     expected = torch.load(_ckpt(ref_dir, "ref", "last.ckpt"), weights_only=True)["state_dict"]
     for name, value in expected.items():
         assert torch.equal(got[name], value), f"{name} differs from the uninterrupted 2-rank run"
+
+
+def test_group_method_on_two_ranks_keeps_weights_identical(tmp_path: Path) -> None:
+    """GRPO's whole-episode task-group rollouts under DDP: each rank collects whole rounds of its own
+    groups from half the budget; both ranks take every update with identical weights."""
+    probe = tmp_path / "probe"
+    done = _run(tmp_path, "grpo", "algo=grpo", "algo.rollout_steps=16", "algo.total_env_steps=32", probe=probe)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    seeds = [json.loads((probe / f"rank{r}_pool.json").read_text()) for r in (0, 1)]
+    assert seeds[0][0] == seeds[0][1] and seeds[1][0] == seeds[1][1] and seeds[0][0] != seeds[1][0]  # one group each
+    steps = sorted(int(p.stem.split("opt")[1]) for p in probe.glob("rank0_opt*.pt"))
+    assert steps == list(range(1, 2 * 4 + 1))  # 2 iterations x 2 epochs x 4 minibatches / 2 accumulated
+    for n in steps:
+        r0, r1 = torch.load(probe / f"rank0_opt{n}.pt"), torch.load(probe / f"rank1_opt{n}.pt")
+        assert all(torch.equal(r0[k], r1[k]) for k in r0), f"ranks differ after update {n}"
