@@ -14,7 +14,7 @@ TORCH = "torch==2.13.0"
 
 def _install(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[dev,miniworld,alfworld,webshop,ray]")  # the same extras scripts/setup.sh installs
+    session.install("-e", ".[dev,miniworld,alfworld,webshop,sweep,ray]")  # the same extras scripts/setup.sh installs
 
 
 @nox.session
@@ -40,8 +40,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks under experiments/ (long; not part of the tests): env throughput, then rollout
-    throughput (< 10 min on 2 cores). Arguments go to bench_rollout.py (e.g. ``-- model=tiny --reps 3``)."""
+    """Benchmarks under experiments/ (long; not part of the tests): env throughput, pool modes (sync /
+    async / Ray), rollout throughput, 1 vs 2 DDP ranks (≈ 15 min on 2 cores). Arguments go to
+    bench_rollout.py (e.g. ``-- model=tiny --reps 3``)."""
     _install(session)
     session.run("python", "experiments/bench_envs.py")
+    session.run("python", "experiments/bench_pool_modes.py")
     session.run("python", "experiments/bench_rollout.py", *session.posargs, env={"OMP_NUM_THREADS": "1"})
+    session.run("python", "experiments/bench_ddp.py", env={"OMP_NUM_THREADS": "1"})
