@@ -23,7 +23,7 @@ Compose = Callable[..., DictConfig]
 def test_ddp_composes_validates_and_builds_a_ddp_strategy(compose_train_cfg: Compose) -> None:
     cfg = compose_train_cfg(["trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "env.num_envs=32"])
     validate_config(cfg)
-    assert world_size_from_trainer(cfg.trainer).size == 8
+    assert world_size_from_trainer(cfg.trainer) == 8
     strategy = hydra.utils.instantiate(cfg.trainer.strategy)
     assert isinstance(strategy, DDPStrategy)
     assert strategy._ddp_kwargs["find_unused_parameters"] is True
@@ -34,7 +34,7 @@ def test_fsdp_composes_with_a_7b_recipe_and_wraps_decoder_layers(compose_train_c
     cfg = compose_train_cfg(["experiment=paper_ezpoints_qwen2vl_7b", "trainer=fsdp"])
     validate_config(cfg)
     OmegaConf.to_container(cfg, resolve=True)
-    assert world_size_from_trainer(cfg.trainer).size == 8
+    assert world_size_from_trainer(cfg.trainer) == 8
     strategy = hydra.utils.instantiate(cfg.trainer.strategy)
     assert isinstance(strategy, FSDPStrategy)
     names = {c.__name__ for c in decoder_layer_wrap_policy()}
@@ -73,5 +73,5 @@ def test_task_groups_must_not_straddle_ranks(compose_train_cfg: Compose) -> None
 
 
 def test_one_process_counts_as_one_rank(compose_train_cfg: Compose) -> None:
-    assert world_size_from_trainer(compose_train_cfg([]).trainer).size == 1
-    assert world_size_from_trainer({"strategy": "ddp", "devices": [0, 1, 2]}).size == 3
+    assert world_size_from_trainer(compose_train_cfg([]).trainer) == 1
+    assert world_size_from_trainer({"strategy": "ddp", "devices": [0, 1, 2]}) == 3

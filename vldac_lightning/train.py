@@ -8,7 +8,6 @@ inside ``train`` so ``--help`` and config errors come back fast.
 from __future__ import annotations
 
 import logging
-import signal
 import warnings
 from typing import Any
 
@@ -141,12 +140,10 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     with handle_signals() as stop:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        except (RunInterrupted, SIGTERMException) as exc:
+        except (RunInterrupted, SIGTERMException):
+            # Under DDP a rank that got no signal still has stop.requested: sync_stop_request set it.
             if not stop.requested:
-                if not (isinstance(exc, SIGTERMException) and trainer.world_size > 1):
-                    raise
-                # DDP: Lightning stops every rank when one got SIGTERM; this rank stops with it.
-                stop.request(signal.SIGTERM)
+                raise
             interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
             if trainer.is_global_zero:
                 _report_stop(trainer, loggers, interrupt.saved_path, stop.signum)

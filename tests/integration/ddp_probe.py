@@ -4,7 +4,8 @@
 re-launches this same script for every other rank (it re-runs ``sys.argv``), so every rank records:
 - ``rank{r}_pool.json``: the training pool's copy seeds;
 - ``rank{r}_std{i}.pt``: each advantage standardisation's input, mask and output;
-- ``rank{r}_opt{n}.pt``: the trainable weights after its n-th optimizer step (1-based, this process).
+- ``rank{r}_opt{n}.pt``: the trainable weights after its n-th optimizer step (1-based, this process);
+- ``rank{r}_sigterm.txt``: the SIGTERM handler installed at its first optimizer step.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import signal
 from pathlib import Path
 
 import torch
@@ -54,6 +56,9 @@ optimizer_step = ActorCriticModule._optimizer_step
 def probe_optimizer_step(self):  # type: ignore[no-untyped-def]
     optimizer_step(self)
     counts["opt"] += 1
+    if counts["opt"] == 1:  # whose SIGTERM handler is installed while training runs
+        handler = signal.getsignal(signal.SIGTERM)
+        (OUT / f"rank{distributed.rank()}_sigterm.txt").write_text(getattr(handler, "__qualname__", type(handler).__name__))
     weights = {n: p.detach().clone() for n, p in self.policy.named_parameters() if p.requires_grad}
     torch.save(weights, OUT / f"rank{distributed.rank()}_opt{counts['opt']}.pt")
 

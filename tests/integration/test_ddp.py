@@ -54,6 +54,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     probe = tmp / "probe"
     done = _run(tmp, "ref", "logger=mlflow", probe=probe)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    (tmp / "ref.out").write_text(done.stdout + done.stderr)
     return tmp, probe
 
 
@@ -68,6 +69,16 @@ def test_rank0_logs_one_mlflow_run_with_global_env_steps(ddp_run: tuple[Path, Pa
     # Both ranks' 4 envs x 2 steps per iteration: the env-step x-axis is global.
     assert [m.step for m in history] == [8, 16, 24]
     assert "eval/success_rate" in runs[0].data.metrics
+
+
+def test_every_rank_keeps_our_stop_handler_and_returns_rank0s_metrics(ddp_run: tuple[Path, Path]) -> None:
+    """Lightning's SIGTERM handler broadcasts inside the handler, which deadlocked a 2-rank stop: ours
+    (flag only; ranks stop together at the next iteration) must be the one installed on each rank. And
+    rank 1, which does not evaluate, must still return the sweep metric (no 'not among' error)."""
+    tmp, probe = ddp_run
+    for r in (0, 1):
+        assert "handle_signals" in (probe / f"rank{r}_sigterm.txt").read_text()
+    assert "is not among this run's final metrics" not in (tmp / "ref.out").read_text()
 
 
 def test_weights_identical_on_every_rank_after_each_update(ddp_run: tuple[Path, Path]) -> None:

@@ -88,7 +88,7 @@ def standardize(
     """
     if is_distributed():
         sel = x if mask is None else x[mask.bool()]
-        mean, std, _ = global_mean_std(sel)
+        mean, std = global_mean_std(sel)
         out = (x - mean) / (std + eps)
         return out if mask is None else torch.where(mask.bool(), out, torch.zeros_like(x))
     if mask is None:

@@ -27,7 +27,7 @@ from vldac_lightning.envs.pool import EnvPool, eval_seeds, train_seeds
 from vldac_lightning.rollout.buffer import Rollout
 from vldac_lightning.rollout.collector import RolloutCollector, RolloutStats
 from vldac_lightning.rollout.episodes import EpisodeCollector
-from vldac_lightning.utils.distributed import SPLIT_KEYS, all_gather_object, local_minibatch, rank, world_size
+from vldac_lightning.utils.distributed import all_gather_object, rank, split_problem, world_size
 from vldac_lightning.utils.rng import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
@@ -132,17 +132,14 @@ class RolloutDataModule(L.LightningDataModule):
                        ray_options=dict(ray) if ray is not None else None)
 
     def check_world(self) -> None:
-        """The global sizes must split evenly over the ranks (checked at config time too)."""
-        n = world_size()
-        values = {"env.num_envs": self.num_envs, "algo.rollout_steps": int(self.algo.rollout_steps)}
-        assert set(values) == set(SPLIT_KEYS)
-        bad = [f"{k}={v}" for k, v in values.items() if v % n]
-        local_minibatch(int(self.algo.minibatch_size), int(self.algo.grad_accum_steps), n)  # raises if not
-        if self.local_num_envs % self.group_size:
-            bad.append(f"env.num_envs/{n} ranks={self.local_num_envs} is not a multiple of env.group_size={self.group_size}")
-        if bad:
-            raise ValueError(f"{n} training processes: each must get an equal share, but {', '.join(bad)} "
-                             f"do not divide by {n}")
+        """The global sizes must split evenly over the ranks actually started (checked at config time
+        too, from the trainer config; ``devices=auto`` is only known here)."""
+        problem = split_problem(num_envs=self.num_envs, rollout_steps=int(self.algo.rollout_steps),
+                                minibatch_size=int(self.algo.minibatch_size),
+                                grad_accum_steps=int(self.algo.grad_accum_steps), group_size=self.group_size,
+                                ranks=world_size())
+        if problem is not None:
+            raise ValueError(problem)
 
     def setup(self, stage: str | None = None) -> None:
         self.check_world()
@@ -257,7 +254,6 @@ class RolloutDataModule(L.LightningDataModule):
         policy.set_action_names(self.train_pool.action_names)
         if self.collector is None:
             self.collector = self._start_collector(policy, iteration, needs)
-
         self.collector.policy = policy
         # A stop signal during the rollout checkpoints the state the iteration started from (state_dict).
         self._snapshot = self._live_state()

@@ -161,27 +161,18 @@ def check_run_mode(cfg: DictConfig) -> None:
 def check_world(cfg: DictConfig) -> None:
     """Under DDP/FSDP the global sizes are split over ``trainer.devices × trainer.num_nodes`` ranks:
     each must divide evenly (and each rank's envs into whole task groups)."""
-    from vldac_lightning.utils.distributed import SPLIT_KEYS, local_minibatch, world_size_from_trainer
+    from vldac_lightning.utils.distributed import split_problem, world_size_from_trainer
 
     trainer = cfg.get("trainer")
     if trainer is None:
         return
-    n = world_size_from_trainer(trainer).size
-    if n == 1:
-        return
-    for key in SPLIT_KEYS:
-        value = int(_get(cfg, key))
-        if value % n:
-            raise ConfigError(f"{key}={value} does not split over {n} training processes (trainer.devices x "
-                              f"trainer.num_nodes): it is global, each rank takes 1/{n}; use a multiple of {n}")
-    try:
-        local_minibatch(int(_get(cfg, "algo.minibatch_size")), int(_get(cfg, "algo.grad_accum_steps")), n)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    group = int(OmegaConf.select(cfg, "env.group_size") or 1)
-    if (int(cfg.env.num_envs) // n) % group:
-        raise ConfigError(f"env.num_envs={cfg.env.num_envs} over {n} ranks gives {int(cfg.env.num_envs) // n} envs "
-                          f"per rank, not whole task groups of env.group_size={group}: use a multiple of {n * group}")
+    problem = split_problem(num_envs=int(_get(cfg, "env.num_envs")), rollout_steps=int(_get(cfg, "algo.rollout_steps")),
+                            minibatch_size=int(_get(cfg, "algo.minibatch_size")),
+                            grad_accum_steps=int(_get(cfg, "algo.grad_accum_steps")),
+                            group_size=int(OmegaConf.select(cfg, "env.group_size") or 1),
+                            ranks=world_size_from_trainer(trainer))
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def _check_ray(cfg: DictConfig) -> None:

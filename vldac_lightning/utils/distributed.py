@@ -10,14 +10,12 @@ numbers are computed exactly as before (docs/config.md#several-gpus-or-nodes-lig
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
-    "WorldSize",
     "all_gather_object",
     "all_reduce_max",
     "all_reduce_sum",
@@ -25,14 +23,10 @@ __all__ = [
     "is_distributed",
     "local_minibatch",
     "rank",
+    "split_problem",
     "world_size",
     "world_size_from_trainer",
 ]
-
-# Per-rank shares of the global sizes (docs/config.md): each must split evenly over the ranks. The
-# optimizer step's batch (algo.minibatch_size x algo.grad_accum_steps) splits too: see local_minibatch.
-SPLIT_KEYS = ("env.num_envs", "algo.rollout_steps")
-
 
 def local_minibatch(minibatch_size: int, grad_accum_steps: int, ranks: int) -> tuple[int, int]:
     """This rank's (minibatch size, accumulation steps): one optimizer step still sees
@@ -68,21 +62,22 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum of ``x`` over all ranks (a new tensor on ``x``'s device); ``x`` itself outside DDP."""
+def _all_reduce(x: torch.Tensor, op: Any) -> torch.Tensor:
     if not is_distributed():
         return x
     y = x.detach().to(_device(), copy=True)
-    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    dist.all_reduce(y, op=op)
     return y.to(x.device)
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over all ranks (a new tensor on ``x``'s device); ``x`` itself outside DDP."""
+    return _all_reduce(x, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(x: torch.Tensor) -> torch.Tensor:
-    if not is_distributed():
-        return x
-    y = x.detach().to(_device(), copy=True)
-    dist.all_reduce(y, op=dist.ReduceOp.MAX)
-    return y.to(x.device)
+    """Elementwise maximum of ``x`` over all ranks; ``x`` itself outside DDP."""
+    return _all_reduce(x, dist.ReduceOp.MAX)
 
 
 def all_gather_object(obj: Any) -> list[Any]:
@@ -94,11 +89,10 @@ def all_gather_object(obj: Any) -> list[Any]:
     return out
 
 
-def global_mean_std(x: torch.Tensor, *, unbiased: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Mean, std and count of the entries of ``x`` on all ranks together (float64 sums).
+def global_mean_std(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and population std of the entries of ``x`` on all ranks together (float64 sums).
 
-    Equal, up to rounding, to ``cat(x of every rank).mean()`` / ``.std()``; ``count`` is the number
-    of entries over all ranks.
+    Equal, up to rounding, to ``cat(x of every rank).mean()`` / ``.std(unbiased=False)``.
     """
     flat = x.detach().reshape(-1).to(torch.float64)
     sums = all_reduce_sum(torch.stack([flat.sum(), (flat * flat).sum(), torch.tensor(float(flat.numel()),
@@ -107,37 +101,22 @@ def global_mean_std(x: torch.Tensor, *, unbiased: bool = False) -> tuple[torch.T
     if n == 0:
         raise ValueError("global_mean_std: no entries on any rank")
     mean = total / n
-    var = max(total_sq / n - mean * mean, 0.0)
-    if unbiased:
-        var = var * n / (n - 1) if n > 1 else float("nan")
-    return (torch.tensor(mean, dtype=x.dtype, device=x.device), torch.tensor(var ** 0.5, dtype=x.dtype, device=x.device),
-            n)
+    std = max(total_sq / n - mean * mean, 0.0) ** 0.5
+    return torch.tensor(mean, dtype=x.dtype, device=x.device), torch.tensor(std, dtype=x.dtype, device=x.device)
 
 
-@dataclass(frozen=True)
-class WorldSize:
-    """How many training processes a trainer config starts, known before they are launched."""
-
-    devices: int
-    num_nodes: int
-
-    @property
-    def size(self) -> int:
-        return self.devices * self.num_nodes
-
-
-def world_size_from_trainer(trainer_cfg: Mapping[str, Any]) -> WorldSize:
-    """The number of ranks ``trainer.devices`` × ``trainer.num_nodes`` asks for.
+def world_size_from_trainer(trainer_cfg: Mapping[str, Any]) -> int:
+    """The number of ranks a trainer config starts (``trainer.devices`` × ``trainer.num_nodes``),
+    known before they are launched.
 
     ``devices`` may be an int, a list of device ids, ``"auto"`` or ``-1``; the last two mean every
     visible GPU (CPU: one process). Only a strategy that launches several processes counts them.
     """
     strategy = trainer_cfg.get("strategy")
     name = strategy if isinstance(strategy, str) else (strategy or {}).get("_target_", "")
-    multi = any(s in str(name).lower() for s in ("ddp", "fsdp", "deepspeed"))
+    if not any(s in str(name).lower() for s in ("ddp", "fsdp", "deepspeed")):
+        return 1
     nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
-    if not multi:
-        return WorldSize(1, nodes if nodes > 1 else 1)
     devices = trainer_cfg.get("devices", 1)
     if isinstance(devices, (list, tuple)) or (hasattr(devices, "__len__") and not isinstance(devices, str)):
         n = len(devices)
@@ -146,7 +125,30 @@ def world_size_from_trainer(trainer_cfg: Mapping[str, Any]) -> WorldSize:
         n = torch.cuda.device_count() if accel in ("gpu", "cuda", "auto") and torch.cuda.is_available() else 1
     else:
         n = int(str(devices).rstrip(","))
-    return WorldSize(max(n, 1), nodes)
+    return max(n, 1) * nodes
+
+
+def split_problem(*, num_envs: int, rollout_steps: int, minibatch_size: int, grad_accum_steps: int,
+                  group_size: int, ranks: int) -> str | None:
+    """Why these global sizes cannot be shared evenly by ``ranks`` training processes (None: they can).
+
+    Each rank takes 1/N of ``env.num_envs`` and ``algo.rollout_steps``, its envs must be whole task
+    groups, and an optimizer step's batch must split (:func:`local_minibatch`).
+    """
+    if ranks == 1:
+        return None
+    for key, value in (("env.num_envs", num_envs), ("algo.rollout_steps", rollout_steps)):
+        if value % ranks:
+            return (f"{key}={value} does not split over {ranks} training processes (trainer.devices x "
+                    f"trainer.num_nodes): it is global, each rank takes 1/{ranks}; use a multiple of {ranks}")
+    if (num_envs // ranks) % group_size:
+        return (f"env.num_envs={num_envs} over {ranks} ranks gives {num_envs // ranks} envs per rank, not whole "
+                f"task groups of env.group_size={group_size}: use a multiple of {ranks * group_size}")
+    try:
+        local_minibatch(minibatch_size, grad_accum_steps, ranks)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 # Decoder-layer classes of the model families we configure (conf/model/); FSDP shards one per unit.

@@ -19,11 +19,11 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-__all__ = ["RunInterrupted", "StopRequest", "StoppedBySignal", "exit_now", "handle_signals", "local_stop_requested", "raise_if_stop_requested", "reclaim_signals",
-           "stop_request", "sync_stop_request"]
+__all__ = ["RunInterrupted", "StopRequest", "StoppedBySignal", "exit_now", "handle_signals", "local_stop_requested",
+           "raise_if_stop_requested", "reclaim_signals", "stop_request", "sync_stop_request"]
 
 
-def is_distributed() -> bool:
+def _distributed() -> bool:
     """Under DDP? Without importing torch: the env side (registry, pools) stays light to import."""
     if "torch.distributed" not in sys.modules:
         return False
@@ -97,7 +97,7 @@ def local_stop_requested() -> bool:
     Under DDP a rank must not leave alone (the others would wait for it in the next all-reduce):
     ranks stop together at the start of an iteration (:func:`sync_stop_request`).
     """
-    return stop_request.signum is not None and not is_distributed()
+    return stop_request.signum is not None and not _distributed()
 
 
 def raise_if_stop_requested() -> None:
@@ -108,7 +108,7 @@ def raise_if_stop_requested() -> None:
 
 def sync_stop_request() -> None:
     """At an iteration boundary: stop here if a signal reached this process or, under DDP, any rank."""
-    if not is_distributed():
+    if not _distributed():
         raise_if_stop_requested()
         return
     import torch

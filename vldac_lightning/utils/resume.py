@@ -115,7 +115,7 @@ def check_world_size(ckpt: dict[str, Any], ckpt_path: str, current: dict[str, An
 
     states = [v for k, v in ckpt.items() if k.endswith("DataModule") and isinstance(v, dict)]
     saved = int(states[0].get("world_size", 1)) if states else 1
-    now = world_size_from_trainer(current.get("trainer") or {}).size
+    now = world_size_from_trainer(current.get("trainer") or {})
     if saved != now:
         raise ConfigError(
             f"ckpt_path={ckpt_path} was written by {saved} training process(es) and this run starts {now}: each "
