@@ -221,6 +221,7 @@ def ppo_iteration(policy: Any, cfg: DictConfig) -> dict[str, float]:
         if hasattr(policy, "generate_scored"):
             timers.wrap(policy, "generate_scored", "generation")
         timers.wrap(policy, "score", "value_ref_logprobs")
+        timers.wrap(policy, "_reference_logprobs", "value_ref_logprobs")
         timers.wrap(policy, "value", "value_ref_logprobs")
         timers.model_forward(policy.model.get_base_model())
         t0 = time.perf_counter()
@@ -279,6 +280,74 @@ def peak_rss(policy: Any, cfg: DictConfig, n: int = 16, steps: int = 4) -> dict[
     }
 
 
+# ------------------------------------------------------------------------------------- engines
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def copy_bandwidth(device: torch.device, mbytes: int) -> float:
+    """Bytes per second a device-to-device copy moves (read + written), measured here and now."""
+    src = torch.empty(mbytes * 2**20, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.numel() / best
+
+
+def decode_weight_bytes(policy: Any) -> int:
+    """Bytes one decode step must read at least: the text decoder's weights and the LM head (the
+    token embedding only through the head when tied; a lookup reads B rows)."""
+    from vldac_lightning.models.engines.qwen2_decoder import language_model
+
+    base = policy.model.get_base_model()
+    lm = language_model(base)
+    seen, total = set(), 0
+    params = [p for n, p in lm.named_parameters() if "embed_tokens" not in n and "lora_" not in n]
+    for p in [*params, base.get_output_embeddings().weight]:
+        if p.data_ptr() not in seen:
+            seen.add(p.data_ptr())
+            total += p.numel() * p.element_size()
+    return total
+
+
+def generation_timing(policy: Any, enc: dict[str, torch.Tensor], device: torch.device) -> dict[str, float]:
+    """One generation call of the policy's engine, split into prefill and decode steps.
+
+    Prefill: a call for one new token (prompt encoding into the cache, the first token); a decode
+    step: (full call − prefill call) / (R − 1), R the tokens the full call produced.
+    """
+    import dataclasses
+
+    full = policy.sampling
+    trie, policy.trie = policy.trie, None  # decode to the length budget, not the action trie's
+    try:
+        policy.sampling = dataclasses.replace(full, max_new_tokens=1)
+        sync(device)
+        t0 = time.perf_counter()
+        policy.generate_scored(enc)
+        sync(device)
+        prefill_s = time.perf_counter() - t0
+        policy.sampling = full
+        t0 = time.perf_counter()
+        response = policy.generate_scored(enc)[0]
+        sync(device)
+        total_s = time.perf_counter() - t0
+    finally:
+        policy.sampling, policy.trie = full, trie
+    R = int(response.shape[1])
+    B = int(response.shape[0])
+    return {"prefill_ms": 1000 * prefill_s, "call_ms": 1000 * total_s, "tokens": R,
+            "ms_per_decode_step": 1000 * (total_s - prefill_s) / max(R - 1, 1),
+            "tokens_per_s": B * R / total_s}
+
+
 # ------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -288,13 +357,20 @@ def main() -> None:
     ap.add_argument("--ref-steps", type=int, default=None, help="reference-loop steps per round (default steps/4)")
     ap.add_argument("--env-counts", default=",".join(map(str, ENV_COUNTS)),
                     help="pool sizes N to measure, comma-separated (e.g. 16,64,256 on a GPU)")
+    ap.add_argument("--engine", default="hf,static",
+                    help="generation engines to compare side by side (conf/model/engine/<name>.yaml); the last "
+                         "one also runs the PPO-iteration breakdown")
+    ap.add_argument("--gen-tokens", type=int, default=48,
+                    help="new tokens per call in the generation timing (JSON-mode length budget)")
     ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "bench_rollout.json"))
     ap.add_argument("--no-rss", action="store_true", help="skip the async-pool memory measurement")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the PPO-iteration breakdown")
     args, overrides = ap.parse_known_args()
     counts = sorted({int(n) for n in args.env_counts.split(",")})
     if not counts or counts[0] < 1:
         raise SystemExit(f"--env-counts={args.env_counts!r}: give positive pool sizes, e.g. 1,4,8,16")
+    names = [e for e in args.engine.split(",") if e]
     base_n = BASE_N if BASE_N in counts else counts[-1]
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
@@ -302,11 +378,27 @@ def main() -> None:
     torch.manual_seed(0)
     t_start = time.perf_counter()
     cfg = compose(overrides)
+    from omegaconf import OmegaConf
+
+    from vldac_lightning.models.engines import build_engine
     from vldac_lightning.rollout.collector import RolloutCollector
 
     policy = build_policy(cfg).to(device)
-    mode = str(cfg.env.pool_mode)
-    pools = {n: make_pool(cfg, n, mode, base_seed=n) for n in counts}
+    engines = {}
+    for name in names:
+        engine_cfg = OmegaConf.load(CONF_DIR / "model" / "engine" / f"{name}.yaml")
+        engines[name] = build_engine(engine_cfg)
+        if hasattr(engines[name], "max_sessions"):
+            # Keep every shape this benchmark uses ready (rollout and timing batches of each N):
+            # training uses few shapes, and a recapture would be timed here as if it were a step.
+            engines[name].max_sessions = 64
+    with torch.no_grad():  # a trained adapter is not zero: weights that change the outputs (as in training)
+        gen = torch.Generator().manual_seed(0)
+        for pname, param in policy.model.named_parameters():
+            if "lora_B" in pname:
+                param.copy_(torch.randn(param.shape, generator=gen).to(param) * 0.02)
+    mode = str(cfg.model.response_mode)
+    pools = {n: make_pool(cfg, n, str(cfg.env.pool_mode), base_seed=n) for n in counts}
     collectors = {}
     for n, pool in pools.items():
         policy.set_action_names(pool.action_names)
@@ -316,7 +408,7 @@ def main() -> None:
 
     ref_env = env_factory(cfg.env, str(cfg.model.response_mode))()
     ref_state: dict[str, Any] = {}
-    # Warm-up (allocator, first-call paths), and the prompts + lengths the limit replays.
+    policy.engine = engines[names[0]]
     reference_loop(policy, ref_env, 4, ref_state)
     _, _, warm = ours(collectors[base_n])
     obs_batches = [[s.obs for s in warm.steps[i:i + base_n]] for i in range(0, len(warm.steps), base_n)]
@@ -325,55 +417,112 @@ def main() -> None:
     lengths = [int(m.sum(1).max()) for m in warm.response_mask.split(base_n)]
     length = int(warm.response_mask.sum(1).float().median().item())
     limit_loop(policy, limit_encs[:1], lengths[:1])
-    if device.type == "cuda":  # each batch size's first call (kernel choice, allocator) stays out of the rounds
+    # Prompts for the generation timing: N observations from each pool (the pools' current ones).
+    gen_encs = {n: policy.encode(collectors[n].obs) for n in counts}
+    import dataclasses
+
+    gen_sampling = dataclasses.replace(policy.sampling, max_new_tokens=args.gen_tokens)
+    for name in names:  # warm-up per engine and batch shape (allocator, kernels, graph capture)
+        policy.engine = engines[name]
         for n in counts:
-            if n != base_n:
-                ours(collectors[n])
+            ours(collectors[n])
+            saved, policy.sampling = policy.sampling, gen_sampling
+            generation_timing(policy, gen_encs[n], device)
+            policy.sampling = saved
 
     results: dict[str, list[float]] = defaultdict(list)
     ref_steps = args.ref_steps if args.ref_steps is not None else max(1, args.steps // 4)
     for rep in range(args.reps):
+        policy.engine = engines[names[0]]
         results["reference"].append(reference_loop(policy, ref_env, ref_steps, ref_state))
-        for n in counts:
-            sps, tps, _ = ours(collectors[n])
-            results[f"ours{n}"].append(sps)
-            results[f"tokens{n}"].append(tps)
+        for name in names:
+            policy.engine = engines[name]
+            for n in counts:
+                sps, tps, _ = ours(collectors[n])
+                results[f"{name}/ours{n}"].append(sps)
+                results[f"{name}/tokens{n}"].append(tps)
+                saved, policy.sampling = policy.sampling, gen_sampling
+                timing = generation_timing(policy, gen_encs[n], device)
+                policy.sampling = saved
+                for key, value in timing.items():
+                    results[f"{name}/gen{n}/{key}"].append(value)
         sps, tps = limit_loop(policy, limit_encs, lengths)
         results["limit"].append(sps)
         results["limit_tokens"].append(tps)
-        print(f"round {rep + 1}/{args.reps}: " + ", ".join(f"{k}={v[-1]:.1f}" for k, v in results.items()),
+        print(f"round {rep + 1}/{args.reps}: " + ", ".join(
+            f"{k}={v[-1]:.1f}" for k, v in results.items() if "/gen" not in k or k.endswith(("ms_per_decode_step",
+                                                                                              "tokens_per_s"))),
               flush=True)
     for pool in pools.values():
         pool.close()
     ref_env.close()
 
     med = {k: statistics.median(v) for k, v in results.items()}
-    ours_base = results[f"ours{base_n}"]
-    ratios = {k: [a / b for a, b in zip(ours_base, results[k])] for k in ("reference", "limit")}
-    breakdown = ppo_iteration(policy, cfg)
-    print(f"one PPO iteration: {breakdown}", flush=True)
+    bandwidth = copy_bandwidth(device, 2048 if device.type == "cuda" else 256)
+    weight_bytes = decode_weight_bytes(policy)
+    floor_ms = 1000 * weight_bytes / bandwidth
+    per_engine: dict[str, Any] = {}
+    for name in names:
+        ours_base = results[f"{name}/ours{base_n}"]
+        ratios = {k: [a / b for a, b in zip(ours_base, results[k])] for k in ("reference", "limit")}
+        gen_table = {}
+        for n in counts:
+            g = {key: round(med[f"{name}/gen{n}/{key}"], 3) for key in
+                 ("prefill_ms", "call_ms", "ms_per_decode_step", "tokens_per_s", "tokens")}
+            g["floor_ratio"] = round(g["ms_per_decode_step"] / floor_ms, 2)
+            gen_table[str(n)] = g
+        per_engine[name] = {
+            "ours_steps_per_s": {str(n): round(med[f"{name}/ours{n}"], 2) for n in counts},
+            "ours_tokens_per_s": {str(n): round(med[f"{name}/tokens{n}"], 1) for n in counts},
+            f"ratio_ours{base_n}_reference": round(statistics.median(ratios["reference"]), 2),
+            f"ratio_ours{base_n}_limit": round(statistics.median(ratios["limit"]), 3),
+            "generation": gen_table,
+        }
+    # Speed-ups of each engine over the first, per round (side by side), medians.
+    speedups = {}
+    for name in names[1:]:
+        for n in counts:
+            a = results[f"{name}/gen{n}/tokens_per_s"]
+            b = results[f"{names[0]}/gen{n}/tokens_per_s"]
+            speedups[f"{name}_vs_{names[0]}_gen_tokens_per_s_N{n}"] = round(statistics.median(
+                [x / y for x, y in zip(a, b)]), 2)
+            a = results[f"{name}/ours{n}"]
+            b = results[f"{names[0]}/ours{n}"]
+            speedups[f"{name}_vs_{names[0]}_env_steps_per_s_N{n}"] = round(statistics.median(
+                [x / y for x, y in zip(a, b)]), 2)
+    print(json.dumps({"engines": per_engine, "speedups": speedups}, indent=1), flush=True)
+    policy.engine = engines[names[-1]]
+    breakdown = None if args.no_breakdown else ppo_iteration(policy, cfg)
+    if breakdown:
+        print(f"one PPO iteration ({names[-1]}): {breakdown}", flush=True)
     memory = None if args.no_rss else peak_rss(policy, cfg)
     if memory:
         print(f"peak RSS (async pool of 16): {memory}", flush=True)
+    last = per_engine[names[-1]]
     out = {
         "model": str(cfg.model.source if cfg.model.source == "tiny" else cfg.model.name_or_path),
         "env": str(cfg.env.id),
-        "pool_mode": mode,
+        "response_mode": mode,
+        "pool_mode": str(cfg.env.pool_mode),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "reps": args.reps,
         "torch_threads": args.threads,
         "response_tokens": length,
+        "gen_tokens": args.gen_tokens,
+        "engines_compared": names,
         "reference_steps_per_s": round(med["reference"], 2),
-        "ours_steps_per_s": {str(n): round(med[f"ours{n}"], 2) for n in counts},
-        "ours_tokens_per_s": {str(n): round(med[f"tokens{n}"], 1) for n in counts},
+        # The last engine's numbers under the keys earlier versions of this file wrote.
+        "ours_steps_per_s": last["ours_steps_per_s"],
+        "ours_tokens_per_s": last["ours_tokens_per_s"],
         "limit_steps_per_s": round(med["limit"], 2),
-        "tokens_per_s": round(med[f"tokens{base_n}"], 1),
+        "tokens_per_s": last["ours_tokens_per_s"][str(base_n)],
         "limit_tokens_per_s": round(med["limit_tokens"], 1),
-        # Ratios within each round (measured minutes apart at most), then the median over rounds:
-        # robust to the bursty load of a shared machine, unlike a ratio of separate medians.
-        f"ratio_ours{base_n}_reference": round(statistics.median(ratios["reference"]), 2),
-        f"ratio_ours{base_n}_limit": round(statistics.median(ratios["limit"]), 3),
-        "ratios_per_round": {k: [round(x, 3) for x in v] for k, v in ratios.items()},
+        f"ratio_ours{base_n}_reference": last[f"ratio_ours{base_n}_reference"],
+        f"ratio_ours{base_n}_limit": last[f"ratio_ours{base_n}_limit"],
+        "engines": per_engine,
+        "speedups": speedups,
+        "floor": {"decode_weight_bytes": weight_bytes, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
+                  "floor_ms_per_decode_step": round(floor_ms, 4)},
         "breakdown": breakdown,
         "peak_rss_mb": memory,
         "peak_gpu_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,

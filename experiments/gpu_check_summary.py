@@ -40,9 +40,24 @@ def smoke_summary(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def engines_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """experiments/profile_decode.py: per engine, decode step, its floor ratio, and π_old exactness."""
+    out: dict[str, Any] = {"batch": record.get("batch"), "dtype": record.get("dtype"),
+                           "floor_ms": (record.get("floor") or {}).get("floor_ms_per_decode_step"),
+                           "speedups": record.get("speedups")}
+    for name, r in (record.get("engines") or {}).items():
+        keep = ("ms_per_decode_step", "prefill_ms", "tokens_per_s", "floor_ratio", "logp_vs_scoring", "call_ms")
+        out[name] = {k: v for k, v in r.items() if k in keep or k.startswith("greedy_rows_identical")}
+    return out
+
+
 def bench_summary(record: dict[str, Any]) -> dict[str, Any]:
     breakdown = record.get("breakdown") or {}
     return {
+        "speedups": record.get("speedups"),
+        "generation": {name: e.get("generation") for name, e in (record.get("engines") or {}).items()},
+        "env_steps_per_s_by_engine": {name: e.get("ours_steps_per_s")
+                                      for name, e in (record.get("engines") or {}).items()},
         "env_steps_per_s": record.get("ours_steps_per_s"),
         "tokens_per_s": record.get("ours_tokens_per_s"),
         "reference_steps_per_s": record.get("reference_steps_per_s"),
@@ -74,6 +89,11 @@ def main() -> int:
                 stages[name]["status"] = "failed"
             if record.get("error"):
                 stages[name]["error"] = str(record["error"])[:300]
+    for name in ("engines_tiny", "engines_2b"):
+        record = read_json(out_dir / f"{name}.json")
+        if name in stages and record is not None:
+            stages[name].update(engines_summary(record))
+            device = device or record.get("device")
     bench = read_json(out_dir / "bench_rollout.json")
     if "bench_rollout" in stages and bench is not None:
         stages["bench_rollout"].update(bench_summary(bench))

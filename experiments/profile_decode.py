@@ -1,35 +1,30 @@
-"""Where a decode step's time goes: our generate path against plain ``generate``, LoRA on and off.
+"""Generation engines side by side on one model and one batch: speed, exactness, where time goes.
 
-    python experiments/profile_decode.py [--batch 4] [--tokens 48] [--reps 3] [--out FILE] [hydra overrides]
+    python experiments/profile_decode.py [--batch 16] [--tokens 48] [--reps 3] [--engines hf,static]
+                                         [--out FILE] [hydra overrides]
 
-Same model, same prompts (real env observations), every variant timed over ``--reps`` calls with
-the device synchronised, reported as milliseconds per decode step (a call's time over the tokens
-it ran, prefill included):
+Defaults to the 2B-shaped model (``experiment=gpu_qwen2vl_2b_shape``) in JSON mode; ``--experiment
+none`` takes the tiny float32 model (the exactness case: greedy rows must all be identical). Same model, same prompts (real env
+observations), the adapter given random non-zero weights (a trained one is not zero). For each
+engine (conf/model/engine/<name>.yaml):
 
-* ``ours_scored``: ``VLMPolicy.generate_scored`` (rollout path: our logits processor records log π_old);
-* ``ours``: ``VLMPolicy.generate`` (evaluation path);
-* ``hf_lora``: plain ``model.generate`` of the same LoRA model, no processor of ours;
-* ``hf_no_lora``: the same with the adapter disabled (what the LoRA layers cost per step);
-* ``ours_prefill``: ``ours_scored`` for one new token (the prefill and per-call set-up alone);
-* ``ours_merged``: ``ours_scored`` with ``model.merge_lora_for_generation`` (merge cost included).
+* timing, device synchronised, median over ``--reps`` calls: prefill (a call for one token),
+  ms per decode step ((full call − prefill) / (R − 1)), tokens/s;
+* numerics: the recorded log π_old against a separate scoring forward of the same tokens (max
+  and mean |Δ|), and the last-prompt hidden state against the scoring forward's;
+* greedy agreement with the first engine: the fraction of batch rows whose greedy responses are
+  identical token for token (1.0 in float32; in bf16 merged weights and fused kernels round
+  differently, so long greedy continuations may part after a near tie).
 
-The adapter gets random non-zero weights first (a trained one is not zero), and ``numerics``
-compares, for both generation paths, the recorded log π_old with a separate unmerged scoring
-forward of the same tokens (in bf16 the two differ by rounding even unmerged: cached decode vs
-one full forward).
-
-Then the Python functions that take the most time in one ``ours_scored`` call (cProfile, self
-time), to show whose code a step spends its time in. Last line: one JSON object.
+Plus plain ``model.generate`` of the same LoRA model, and the floor: decoder weight bytes ÷ a
+device copy bandwidth measured in this process. Last line: one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
 import dataclasses
-import io
 import json
-import pstats
 import statistics
 import sys
 import time
@@ -40,41 +35,41 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def sync() -> None:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
-
-
-def timed(fn: Any, reps: int) -> tuple[float, int]:
-    """Median seconds per call and the decode steps of the last call."""
-    seconds, steps = [], 0
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        steps = fn()
-        sync()
-        seconds.append(time.perf_counter() - t0)
-    return statistics.median(seconds), steps
+sys.path.insert(0, str(ROOT / "experiments"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--engines", default="hf,static")
+    ap.add_argument("--experiment", default="gpu_qwen2vl_2b_shape",
+                    help="experiment config to start from ('none': the default tiny model)")
     ap.add_argument("--out", default=None)
     args, overrides = ap.parse_known_args()
-    from bench_rollout import build_policy, compose
+    from bench_rollout import (
+        CONF_DIR,
+        build_policy,
+        compose,
+        copy_bandwidth,
+        decode_weight_bytes,
+        generation_timing,
+        sync,
+    )
+    from omegaconf import OmegaConf
 
     from vldac_lightning.data.datamodule import env_factory
+    from vldac_lightning.models.engines import build_engine
 
-    cfg = compose(["experiment=gpu_qwen2vl_2b_shape", "model.response_mode=json",
+    experiment = [] if args.experiment == "none" else [f"experiment={args.experiment}"]
+    cfg = compose([*experiment, "model.response_mode=json",
                    f"model.sampling.max_new_tokens={args.tokens}", *overrides])
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     policy = build_policy(cfg).to(device).eval()
+    names = [n for n in args.engines.split(",") if n]
+    engines = {n: build_engine(OmegaConf.load(CONF_DIR / "model" / "engine" / f"{n}.yaml")) for n in names}
     env = env_factory(cfg.env, "json")()
     observations = []
     for seed in range(args.batch):
@@ -82,87 +77,70 @@ def main() -> None:
         observations.append({"images": obs["images"][: obs["num_images"]], "text": obs["text"]})
     env.close()
     enc = policy.encode(observations)
-    P = enc["input_ids"].shape[1]
     gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a trained adapter is not zero: give it weights that change the outputs
+    with torch.no_grad():
         for name, param in policy.model.named_parameters():
             if "lora_B" in name:
                 param.copy_(torch.randn(param.shape, generator=gen).to(param) * 0.02)
 
-    def ours_scored() -> int:
-        return int(policy.generate_scored(enc)[0].shape[1])
+    def plain_generate() -> None:
+        policy.model.generate(**enc, do_sample=True, max_new_tokens=args.tokens, min_new_tokens=args.tokens,
+                              pad_token_id=policy.pad_token_id)
 
-    def ours() -> int:
-        return int(policy.generate(enc)[0].shape[1])
-
-    def hf() -> int:
-        seqs = policy.model.generate(**enc, do_sample=True, max_new_tokens=args.tokens, pad_token_id=policy.pad_token_id)
-        return int(seqs.shape[1] - P)
-
-    def hf_no_lora() -> int:
-        with policy.model.disable_adapter():
-            return hf()
-
-    def ours_prefill() -> int:  # one new token: the prefill and the per-call set-up alone
-        full = policy.sampling
-        policy.sampling = dataclasses.replace(full, max_new_tokens=1)
-        try:
-            return ours_scored()
-        finally:
-            policy.sampling = full
-
-    def ours_merged() -> int:
-        policy.merge_lora_for_generation = True
-        try:
-            return ours_scored()
-        finally:
-            policy.merge_lora_for_generation = False
-
-    def recorded_vs_scored(merged: bool) -> dict[str, float]:
-        policy.merge_lora_for_generation = merged
-        torch.manual_seed(1)
-        response, mask, logp, _ = policy.generate_scored(enc)
-        policy.merge_lora_for_generation = False
-        scored, _ = policy.score(enc, response, mask, with_values=False)
-        diff = (logp - scored)[mask].abs().float()
-        return {"max_abs": round(float(diff.max()), 5), "mean_abs": round(float(diff.mean()), 6),
-                "tokens": int(mask.sum())}
-
-    variants = {"ours_scored": ours_scored, "ours": ours, "hf_lora": hf, "hf_no_lora": hf_no_lora,
-                "ours_prefill": ours_prefill, "ours_merged": ours_merged}
+    results: dict[str, Any] = {}
+    greedy: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        for fn in variants.values():  # warm-up: kernels, allocator
-            fn()
-        results = {}
-        for name, fn in variants.items():
-            seconds, steps = timed(fn, args.reps)
-            results[name] = {"ms_per_call": round(1000 * seconds, 1), "decode_steps": steps,
-                             "ms_per_decode_step": round(1000 * seconds / max(steps, 1), 2)}
+        for name in names:
+            policy.engine = engines[name]
+            generation_timing(policy, enc, device)  # warm-up: kernels, allocator, graph capture
+            runs = [generation_timing(policy, enc, device) for _ in range(args.reps)]
+            timing = {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+            torch.manual_seed(1)
+            response, mask, logp, hidden = policy.generate_scored(enc)
+            scored, values = policy.score(enc, response, mask, with_values=True)
+            diff = (logp - scored)[mask].abs().float()
+            hidden_ref = policy.model(**enc, output_hidden_states=True, logits_to_keep=1,
+                                      use_cache=False).hidden_states[-1][:, -1]
+            greedy[name] = policy.generate(enc, do_sample=False)[0]
+            results[name] = {**timing, "logp_vs_scoring": {"max_abs": round(float(diff.max()), 6),
+                                                           "mean_abs": round(float(diff.mean()), 7),
+                                                           "tokens": int(mask.sum())},
+                             "hidden_vs_forward_max_abs": round(float((hidden - hidden_ref).abs().max()), 6)}
             print(name, results[name], flush=True)
-        numerics = {"unmerged": recorded_vs_scored(False), "merged": recorded_vs_scored(True)}
-        print("recorded log π_old vs unmerged scoring:", numerics, flush=True)
-        profiler = cProfile.Profile()
-        profiler.enable()
-        ours_scored()
-        sync()
-        profiler.disable()
-    stream = io.StringIO()
-    stats = pstats.Stats(profiler, stream=stream)
-    stats.sort_stats("tottime").print_stats(15)
-    print(stream.getvalue()[-6000:], flush=True)
-    top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:15]  # type: ignore[attr-defined]
-    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
-    ours_self = sum(v[2] for k, v in stats.stats.items() if "vldac_lightning" in k[0])  # type: ignore[attr-defined]
+        first = greedy[names[0]]
+        for name in names[1:]:
+            other = greedy[name]
+            width = max(first.shape[1], other.shape[1])
+            a, b = (torch.nn.functional.pad(t, (0, width - t.shape[1]), value=policy.pad_token_id)
+                    for t in (first, other))
+            same = (a == b).all(1).float().mean()
+            results[name]["greedy_rows_identical_to_" + names[0]] = round(float(same), 3)
+        plain_generate()
+        seconds = []
+        for _ in range(args.reps):
+            sync(device)
+            t0 = time.perf_counter()
+            plain_generate()
+            sync(device)
+            seconds.append(time.perf_counter() - t0)
+        results["plain_generate"] = {"call_ms": round(1000 * statistics.median(seconds), 1),
+                                     "tokens_per_s": round(args.batch * args.tokens / statistics.median(seconds), 1)}
+    bandwidth = copy_bandwidth(device, 2048 if device.type == "cuda" else 256)
+    weight_bytes = decode_weight_bytes(policy)
+    floor_ms = 1000 * weight_bytes / bandwidth
+    for name in names:
+        results[name]["floor_ratio"] = round(results[name]["ms_per_decode_step"] / floor_ms, 2)
+    speedups = {f"{n}_vs_{names[0]}_decode_step": round(results[names[0]]["ms_per_decode_step"]
+                                                          / results[n]["ms_per_decode_step"], 2) for n in names[1:]}
     out = {
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "batch": args.batch, "tokens": args.tokens, "prompt_tokens": P,
+        "dtype": str(cfg.model.dtype), "batch": args.batch, "tokens": args.tokens,
+        "prompt_tokens": int(enc["input_ids"].shape[1]),
         "params_b": round(sum(p.numel() for p in policy.parameters()) / 1e9, 3),
-        "variants": results,
-        "numerics_recorded_vs_scored": numerics,
-        "cprofile_self_s_total": round(total, 3),
-        "cprofile_self_s_vldac_lightning": round(ours_self, 4),
-        "cprofile_top_self": [{"fn": f"{Path(k[0]).name}:{k[1]}({k[2]})", "calls": v[1], "self_s": round(v[2], 4)}
-                              for k, v in top],
+        "engines": results, "speedups": speedups,
+        "floor": {"decode_weight_bytes": weight_bytes, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
+                  "floor_ms_per_decode_step": round(floor_ms, 4)},
+        "sampling": dataclasses.asdict(policy.sampling),
     }
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=2) + "\n")

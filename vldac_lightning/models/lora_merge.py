@@ -58,15 +58,29 @@ def lora_merged(model: PeftModel) -> Iterator[bool]:
         with torch.no_grad():
             for m in layers:
                 base = m.get_base_layer()
-                weight = base.weight
-                merged = weight.to(torch.float32, copy=True)  # never an alias of the original
-                for adapter in m.active_adapters:
-                    if adapter in m.lora_A:
-                        merged += m.get_delta_weight(adapter).float()
-                originals.append((base, weight))
-                base.weight = nn.Parameter(merged.to(weight.dtype), requires_grad=False)
+                merged = effective_weight(m)  # a new tensor, never an alias of the original
+                originals.append((base, base.weight))
+                base.weight = nn.Parameter(merged, requires_grad=False)
         with model.disable_adapter():
             yield True
     finally:
         for base, weight in originals:
             base.weight = weight
+
+
+def effective_weight(module: nn.Module) -> torch.Tensor:
+    """The weight a (possibly LoRA-adapted) linear layer applies now: ``W + ΔW`` of its active
+    adapters, computed in float32 and rounded once to ``W``'s dtype; ``W`` itself when the adapter is
+    disabled or already merged, or for a plain layer. A detached new tensor for adapted layers."""
+    if not isinstance(module, LoraLayer):
+        return module.weight.detach()
+    base = module.get_base_layer()
+    if module.disable_adapters or module.merged:
+        return base.weight.detach()
+    if not isinstance(module, MERGEABLE) or module.lora_variant:
+        raise ValueError(f"{type(module).__name__} with adapter variants (e.g. DoRA) is not a plain W + ΔW")
+    merged = base.weight.detach().to(torch.float32, copy=True)
+    for adapter in module.active_adapters:
+        if adapter in module.lora_A:
+            merged += module.get_delta_weight(adapter).detach().float()
+    return merged.to(base.weight.dtype)

@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import pad_sequence
 from vldac_lightning.algo.advantages import explained_variance
 from vldac_lightning.algo.base import build_algorithm
 from vldac_lightning.algo.losses import LossStats
+from vldac_lightning.models.engines import build_engine
 from vldac_lightning.models.loading import apply_lora, load_backbone
 from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.models.sampling import SamplingConfig
@@ -95,7 +96,7 @@ class ActorCriticModule(L.LightningModule):
             # Without a KL to the base model, acting skips the adapter-free forward.
             kl_reference=str(self.algo.kl_reference) if self.algorithm.needs().ref_logprobs else "old",
             value_stop_grad=self.algorithm.value_stop_grad,
-            merge_lora_for_generation=bool(self.model_cfg.get("merge_lora_for_generation", False)),
+            engine=build_engine(self.model_cfg.get("engine")),
         )
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

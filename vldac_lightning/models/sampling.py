@@ -78,6 +78,29 @@ class ActionTrie:
         return self._scatter([self.allowed(rows[b][:j]) for b in range(B) for j in range(R)], (B, R),
                              response_ids.device)
 
+    def tables(self, vocab_size: int, support: torch.Tensor | None, device: torch.device) -> TrieTables:
+        """The trie as device tensors, for decoding without leaving the device (models/engines/static.py)."""
+        nodes: list[dict[int, dict]] = [self.root]
+        edges: list[tuple[int, int, int]] = []  # (parent, token, child)
+        i = 0
+        while i < len(nodes):  # breadth-first numbering, the root is 0
+            for tok, child in nodes[i].items():
+                edges.append((i, tok, len(nodes)))
+                nodes.append(child)
+            i += 1
+        dead = len(nodes)  # a prefix outside the trie: only padding, as in :meth:`allowed`
+        allowed = torch.zeros(dead + 1, vocab_size, dtype=torch.bool)
+        for n, node in enumerate(nodes):
+            allowed[n, [t for t in node if t < vocab_size] or [self.pad_token_id]] = True
+        allowed[dead, self.pad_token_id] = True
+        if support is not None:
+            allowed &= fit_vocab(support.cpu(), vocab_size)
+        keys = torch.tensor([p * vocab_size + t for p, t, _ in edges], dtype=torch.long)
+        order = torch.argsort(keys)
+        children = torch.tensor([c for _, _, c in edges], dtype=torch.long)[order]
+        bias = torch.zeros(allowed.shape).masked_fill(~allowed, float("-inf"))
+        return TrieTables(bias.to(device), keys[order].to(device), children.to(device), dead, vocab_size)
+
     def _scatter(self, allowed: list[list[int]], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
         """``[*shape, V]`` mask with ``allowed[i]`` set in flat row ``i``, written in one indexing op.
 
@@ -91,6 +114,32 @@ class ActionTrie:
         return out.view(*shape, self.vocab_size).to(device)
 
 
+@dataclass
+class TrieTables:
+    """An :class:`ActionTrie` on the device: per-node additive masks and a sorted edge list."""
+
+    bias: torch.Tensor  # [nodes + 1, V] float32: 0 where allowed, -inf elsewhere (last row: outside the trie)
+    keys: torch.Tensor  # [E] int64, sorted: parent * V + token
+    children: torch.Tensor  # [E] int64, the child node of each key
+    dead: int  # the node of every prefix outside the trie
+    vocab_size: int
+
+    def advance(self, node: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        """The node ``[B]`` after appending ``token [B]`` (fixed shapes, no host synchronisation)."""
+        key = node * self.vocab_size + token
+        idx = torch.searchsorted(self.keys, key).clamp_(max=self.keys.numel() - 1)
+        hit = self.keys[idx] == key
+        return torch.where(hit, self.children[idx], torch.full_like(node, self.dead))
+
+
+def fit_vocab(support: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``support [V']`` cut or padded (with False) to ``vocab_size`` (logits may be padded past the tokenizer)."""
+    sup = support[:vocab_size]
+    if sup.shape[0] < vocab_size:
+        sup = torch.nn.functional.pad(sup, (0, vocab_size - sup.shape[0]), value=False)
+    return sup
+
+
 def filter_logits(
     logits: torch.Tensor,  # [..., V]
     cfg: SamplingConfig,
@@ -100,7 +149,8 @@ def filter_logits(
     logits = logits.float()
     if allowed is not None:
         logits = logits.masked_fill(~allowed, float("-inf"))
-    logits = logits / cfg.temperature
+    if cfg.temperature != 1.0:  # x / 1 == x: skip an op per decode step
+        logits = logits / cfg.temperature
     if cfg.top_k > 0 and cfg.top_k < logits.shape[-1]:
         kth = torch.topk(logits, cfg.top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -176,9 +226,7 @@ def response_support(
         allowed = trie.response_masks(prefixes) if trie is not None else None
         shape = (*prefixes.shape, vocab_size)
     if support is not None:
-        sup = support[:vocab_size].to(prefixes.device)
-        if sup.shape[0] < vocab_size:  # logits may be padded beyond the tokenizer's vocabulary
-            sup = torch.nn.functional.pad(sup, (0, vocab_size - sup.shape[0]), value=False)
+        sup = fit_vocab(support, vocab_size).to(prefixes.device)
         base = sup.expand(shape)
         allowed = base if allowed is None else allowed[..., :vocab_size] & base
     return allowed

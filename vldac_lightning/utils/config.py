@@ -87,7 +87,13 @@ def defined_keys(conf_dir: Path | None = None) -> frozenset[str]:
     for path in root.rglob("*.yaml"):
         rel = path.relative_to(root)
         text = path.read_text()
-        package = "" if "@package _global_" in text.split("\n", 3)[0] or len(rel.parts) == 1 else rel.parts[0]
+        first = text.split("\n", 1)[0]
+        if "@package _global_" in first or len(rel.parts) == 1:
+            package = ""
+        elif "@package " in first:  # an explicit package, e.g. model.engine for conf/model/engine/
+            package = first.split("@package ", 1)[1].strip()
+        else:
+            package = rel.parts[0]
         node = OmegaConf.load(path)
         container = OmegaConf.to_container(node, resolve=False) if node is not None else {}
         if isinstance(container, dict):

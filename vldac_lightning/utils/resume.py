@@ -25,8 +25,11 @@ IDENTITY_SECTIONS = ("env", "model", "algo")
 RESUMABLE_CHANGES = frozenset({
     "algo.total_env_steps", "env.pool_mode", "env.eval_num_envs", "env.step_timeout_s",
     "env.reset_timeout_s", "env.max_restarts", "env.ray.address", "env.ray.num_cpus_per_env", "env.ray.num_cpus",
-    "model.local_files_only",
+    "model.local_files_only", "model.merge_lora_for_generation",
 })
+# Whole groups that may change on resume: how responses are generated, not what the model is
+# (every engine samples the same distribution; docs/engines.md).
+RESUMABLE_PREFIXES = ("model.engine.",)
 
 
 def _flatten(d: Any, prefix: str) -> dict[str, Any]:
@@ -45,7 +48,8 @@ def differing_keys(saved: dict[str, Any], current: dict[str, Any], sections: Seq
     a = {k: v for s in sections for k, v in _flatten(saved.get(s, {}), s).items()}
     b = {k: v for s in sections for k, v in _flatten(current.get(s, {}), s).items()}
     missing = object()
-    return sorted(k for k in set(a) | set(b) if k not in ignored and a.get(k, missing) != b.get(k, missing))
+    return sorted(k for k in set(a) | set(b) if k not in ignored and not k.startswith(RESUMABLE_PREFIXES)
+                  and a.get(k, missing) != b.get(k, missing))
 
 
 def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: Sequence[str], limit: int = 12) -> str:
