@@ -51,16 +51,26 @@ def step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
 torch.optim.Adam.step = step  # type: ignore[method-assign]
 
 if WHERE == "decode_after_step":
+    # A decode step of either engine: the hf engine's logits processor runs once per token, the
+    # static engine's DecodeSession.run_step once per token after the first.
     from vldac_lightning.models import sampling
+    from vldac_lightning.models.engines import static
 
     processor_call = sampling.PolicyLogitsProcessor.__call__
+    run_step = static.DecodeSession.run_step
 
     def call(self, input_ids, scores):  # type: ignore[no-untyped-def]
         if steps >= int(AT):
             send()
         return processor_call(self, input_ids, scores)
 
+    def static_step(self):  # type: ignore[no-untyped-def]
+        if steps >= int(AT):
+            send()
+        return run_step(self)
+
     sampling.PolicyLogitsProcessor.__call__ = call  # type: ignore[method-assign]
+    static.DecodeSession.run_step = static_step  # type: ignore[method-assign]
 
 sys.argv = ["vldac_lightning.train", *sys.argv[1:]]
 runpy.run_module("vldac_lightning.train", run_name="__main__", alter_sys=True)

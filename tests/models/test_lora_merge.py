@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.models.test_policy import batch_obs, randomize_lora
+from vldac_lightning.models.engines.hf import HFEngine
 from vldac_lightning.models.lora_merge import lora_merged, mergeable_lora_layers
 
 
@@ -84,7 +85,7 @@ def test_policy_generating_merged_records_what_unmerged_scoring_computes(
     obs = batch_obs(numberline_obs, 5)
     torch.manual_seed(0)
     plain = policy.act(obs)
-    policy.merge_lora_for_generation = True
+    policy.engine = HFEngine(merge_lora=True)
     torch.manual_seed(0)
     out = policy.act(obs)
     # Same distribution up to float32 rounding, same random stream: the same samples.

@@ -10,7 +10,7 @@ import torch
 
 from tests.envs.faulty import make_faulty
 from vldac_lightning.envs import EnvPool, train_seeds
-from vldac_lightning.models.policy import StopOnSignal
+from vldac_lightning.models.engines.hf import StopOnSignal
 from vldac_lightning.utils.interrupt import (
     RunInterrupted,
     handle_signals,

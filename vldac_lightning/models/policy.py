@@ -116,6 +116,10 @@ class VLMPolicy(nn.Module):
     def frame_cache(self) -> FrameCache | None:
         return self.encoder.frame_cache
 
+    @frame_cache.setter
+    def frame_cache(self, cache: FrameCache | None) -> None:
+        self.encoder.frame_cache = cache
+
     def encode(self, observations: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Chat-template + images → left-padded model inputs (:class:`PromptEncoder`)."""
         return self.encoder.encode(observations)

@@ -30,7 +30,7 @@ SUPPORTED_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen2_vl_text", "qwen2_5_vl_
 
 
 class UnsupportedModel(ValueError):
-    """The static engine cannot run this backbone (the ``hf`` engine can)."""
+    """The static engine cannot run this backbone (``model/engine=hf`` can)."""
 
 
 def language_model(base: nn.Module) -> nn.Module:
@@ -63,20 +63,21 @@ class DecoderShape:
 
     @classmethod
     def of(cls, base: nn.Module) -> DecoderShape:
-        cfg = base.config.get_text_config()
         model_type = getattr(base.config, "model_type", "")
         if model_type not in SUPPORTED_MODEL_TYPES:
-            raise UnsupportedModel(f"model_type={model_type!r}: the static engine runs {SUPPORTED_MODEL_TYPES}")
+            raise UnsupportedModel(f"model_type={model_type!r}: the static engine runs {list(SUPPORTED_MODEL_TYPES)}; "
+                                   "use model/engine=hf for this backbone")
+        cfg = base.config.get_text_config()
         if getattr(cfg, "use_sliding_window", False):
-            raise UnsupportedModel("sliding-window attention is not implemented by the static engine")
+            raise UnsupportedModel("sliding-window attention is not implemented by the static engine; use model/engine=hf")
         if getattr(cfg, "hidden_act", "silu") != "silu":
-            raise UnsupportedModel(f"hidden_act={cfg.hidden_act!r}: the static engine implements silu")
+            raise UnsupportedModel(f"hidden_act={cfg.hidden_act!r}: the static engine implements silu; use model/engine=hf")
         lm = language_model(base)
         rotary = lm.rotary_emb
         rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
         section = getattr(rotary, "mrope_section", None) or rope.get("mrope_section")
         if section is None:
-            raise UnsupportedModel("the text config has no mrope_section")
+            raise UnsupportedModel("the text config has no mrope_section; use model/engine=hf")
         heads = cfg.num_attention_heads
         return cls(
             num_layers=cfg.num_hidden_layers, num_heads=heads, num_kv_heads=cfg.num_key_value_heads,
