@@ -66,7 +66,7 @@ class ScriptedPolicy:
         pass
 
     def act(self, observations: list[dict[str, Any]]) -> Any:
-        from vldac_lightning.models.policy import ActOutput
+        from vldac_lightning.rollout.policy import ActOutput
 
         self.calls += 1
         B = len(observations)

@@ -15,7 +15,6 @@ forward (the reference log-probs, adapter disabled). The processor runs once per
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -28,24 +27,10 @@ from vldac_lightning.models.engines.base import DecodeSpec, GenerationEngine
 from vldac_lightning.models.engines.hf import HFEngine
 from vldac_lightning.models.sampling import ActionTrie, SamplingConfig, response_support, token_logprobs
 from vldac_lightning.models.value_head import ValueHead
+from vldac_lightning.rollout.policy import ActOutput
 from vldac_lightning.utils.interrupt import raise_if_stop_requested
 
 RESPONSE_MODES = ("json", "action_only")
-
-
-@dataclass
-class ActOutput:
-    """Everything a rollout keeps from one batched policy step (B = number of envs)."""
-
-    texts: list[str]  # B decoded responses (what the envs receive)
-    response_ids: torch.Tensor  # [B, R] int64, padded after the end token
-    response_mask: torch.Tensor  # [B, R] bool, True on every generated token up to and incl. the end token
-    logprobs: torch.Tensor  # [B, R] float32, log π_old
-    ref_logprobs: torch.Tensor  # [B, R] float32, log π_ref (adapter disabled) or π_old
-    values: torch.Tensor  # [B] float32, V(s_t)
-    # Per-observation model inputs (unpadded, on CPU) for re-scoring without the processor; None
-    # when the processor's outputs cannot be split per observation.
-    encodings: list[dict[str, torch.Tensor]] | None = None
 
 
 class VLMPolicy(nn.Module):

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from vldac_lightning.envs.pool import success_by_task_type
-from vldac_lightning.models.policy import VLMPolicy
 from vldac_lightning.rollout.buffer import Rollout
+from vldac_lightning.rollout.policy import RolloutPolicy
 from vldac_lightning.utils.distributed import all_gather_object, world_size
 from vldac_lightning.utils.interrupt import raise_if_stop_requested
 from vldac_lightning.utils.progress import Progress
@@ -94,7 +94,7 @@ def _count_failures(stats: RolloutStats, infos: Sequence[dict[str, Any]]) -> Non
 class RolloutCollector:
     """Steps a pool with a policy; keeps the pool's current observations between rollouts."""
 
-    def __init__(self, pool: Any, policy: VLMPolicy, steps_per_env: int) -> None:
+    def __init__(self, pool: Any, policy: RolloutPolicy, steps_per_env: int) -> None:
         if steps_per_env < 1:
             raise ValueError(f"rollout steps per env must be >= 1, got {steps_per_env}")
         self.pool = pool
@@ -196,7 +196,7 @@ class RolloutCollector:
 
 
 @torch.no_grad()
-def run_episodes(policy: VLMPolicy, pool: Any, seeds: Sequence[int], *, do_sample: bool = False) -> list[Any]:
+def run_episodes(policy: RolloutPolicy, pool: Any, seeds: Sequence[int], *, do_sample: bool = False) -> list[Any]:
     """Play exactly one episode per seed (in batches of the pool's size); return their EpisodeStats.
 
     Envs whose episode already ended keep stepping (the pool is batched) but their later
