@@ -32,6 +32,7 @@ from typing import Any
 from vldac_lightning.envs.factory import LanguageEnvThunk
 from vldac_lightning.envs.pool import EnvPool, eval_seeds
 from vldac_lightning.envs.webshop import store as store_module
+from vldac_lightning.envs.webshop.catalog import catalog_options
 from vldac_lightning.envs.webshop.reward import purchase_reward
 from vldac_lightning.envs.webshop.search import ProductSearch
 
@@ -82,7 +83,7 @@ def store_numbers(env_kwargs: dict[str, Any]) -> dict[str, Any]:
     n, seed, n_eval = env_kwargs["num_products"], env_kwargs.get("catalog_seed", 0), env_kwargs["num_eval_goals"]
     gc.collect()
     t = time.perf_counter()
-    store = store_module.Store.generated(n, seed, n_eval, **env_kwargs.get("catalog_kwargs", {}))
+    store = store_module.Store.generated(n, seed, n_eval, catalog_options(env_kwargs.get("catalog")))
     build_s = time.perf_counter() - t
     gc.collect()
     tracemalloc.start()
