@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from vldac_lightning.envs.webshop.reward import (
-    noun_tagger,
     normalize_color,
+    noun_tagger,
     purchase_reward,
     title_nouns,
     token_set_ratio,

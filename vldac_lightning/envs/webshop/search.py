@@ -8,8 +8,9 @@ runs minus Lucene's English stop words, with plural endings folded (Lucene stems
 fold only plurals: "extensions" finds "extension"). A search returns the best
 ``SEARCH_RETURN_N`` (50, as WebShop) ASINs, 10 per results page.
 
-The index is a sparse term × document matrix of precomputed BM25 weights (SciPy CSR, float32):
-a query is one row-sum, so a catalog of tens of thousands of products answers in milliseconds.
+The index is a sparse term × document matrix of precomputed BM25 weights in CSR layout (numpy:
+per term, the documents holding it and their weights): a query adds a few rows, so a catalog of
+tens of thousands of products answers in about a millisecond.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 __all__ = ["PRODUCT_WINDOW", "SEARCH_RETURN_N", "ProductSearch", "document", "tokenize"]
 
@@ -79,25 +79,25 @@ class ProductSearch:
         idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
         norm = K1 * (1 - B + B * lengths / max(float(lengths.mean()) if len(lengths) else 1.0, 1e-9))
         weights = idf[rows_a] * tf_a * (K1 + 1) / (tf_a + norm[cols_a])
+        order = np.argsort(rows_a, kind="stable")  # CSR: each term's documents side by side
         self._vocab = vocab
-        self._weights = sparse.csr_matrix((weights, (rows_a, cols_a)), shape=(len(vocab), len(products)),
-                                          dtype=np.float32)
+        self._docs = cols_a[order]
+        self._weights = weights[order].astype(np.float32)
+        self._indptr = np.concatenate([[0], np.cumsum(df)]).astype(np.int64)
 
     @property
     def nbytes(self) -> int:
         """Memory of the weight matrix (the index's bulk; the vocabulary dict comes on top)."""
-        w = self._weights
-        return w.data.nbytes + w.indices.nbytes + w.indptr.nbytes
+        return self._weights.nbytes + self._docs.nbytes + self._indptr.nbytes
 
     def scores(self, query: str) -> np.ndarray:
         """float32 [num_products]: the BM25 score of every product for ``query``."""
-        ids = [self._vocab[t] for t in tokenize(query) if t in self._vocab]
-        if not ids:
-            return np.zeros(len(self._asins), np.float32)
-        # Repeated rows add up: a repeated query term counts again, as in Lucene's boolean query.
-        picker = sparse.csr_matrix((np.ones(len(ids), np.float32), (np.zeros(len(ids), np.int32), ids)),
-                                   shape=(1, len(self._vocab)))
-        return np.asarray((picker @ self._weights).todense()).ravel()
+        scores = np.zeros(len(self._asins), np.float32)
+        # A repeated query term adds its row again, as in Lucene's boolean query.
+        for i in (self._vocab[t] for t in tokenize(query) if t in self._vocab):
+            lo, hi = self._indptr[i], self._indptr[i + 1]
+            scores[self._docs[lo:hi]] += self._weights[lo:hi]  # a term's documents are distinct
+        return scores
 
     def search(self, query: str, k: int = SEARCH_RETURN_N) -> list[str]:
         scores = self.scores(query)
