@@ -19,7 +19,8 @@ def main() -> None:
     out = Path(__file__).resolve().parents[1] / "docs" / "images"
     shots = {"search": env.reset(seed=1_000_000_007)[0]}
     shots["results"] = env.step(env.oracle_text())[0]
-    shots["item"] = env.step(env.oracle_text())[0]  # the goal product
+    while env._page["page"] != "item":  # the expert pages on to the goal product
+        shots["item"] = env.step(env.oracle_text())[0]
     shots["item"] = env.step(env.oracle_text())[0]  # ... with its first goal option chosen
     shots["sub"] = env.step(json.dumps({"action": "click[features]"}))[0]
     env.step(json.dumps({"action": "click[< prev]"}))

@@ -67,7 +67,7 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self,
         *,
         data_dir: str | None = None,
-        num_products: int = 2000,
+        num_products: int = 20000,
         catalog_seed: int = 0,
         num_eval_goals: int = 500,
         viewport: tuple[int, int] | list[int] = (640, 480),
