@@ -180,3 +180,18 @@ def test_r_type_multiplies_the_whole_score() -> None:
     reward, parts = purchase_reward(other, GOAL, 10.0, {"color": "honey blonde", "size": "18 inch"})
     # Attributes and options still match (5/5), halved by r_type 0.5.
     assert parts["r_type"] == 0.5 and reward == pytest.approx(0.5)
+
+
+def test_a_missing_spacy_model_names_the_key_and_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from vldac_lightning.envs.webshop import reward
+
+    monkeypatch.setitem(sys.modules, "spacy", None)  # import spacy -> ImportError
+    reward._spacy_pipeline.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"title_nouns='spacy' needs spaCy and its en_core_web_sm.*"
+                                               r"or set title_nouns: words"):
+            noun_tagger("spacy")
+    finally:
+        reward._spacy_pipeline.cache_clear()
