@@ -21,6 +21,10 @@ Invalid actions (unparseable text, no such button, a search with ``search_anywhe
 search page) do not change the page and cost ``parse_failure_penalty`` (0 by default: WebShop's
 own behaviour); ``parse_failure="random"`` plays a random listed action instead.
 
+The store: WebShop's own data with ``data_dir``, else ``num_products`` generated products made as
+hard as ``catalog`` says (:class:`.catalog.CatalogOptions`); ``title_nouns`` picks how the reward
+finds title nouns (:func:`.reward.noun_tagger`).
+
 Which goal a reset plays: seeds below 1e9 index the training goals, seeds from 1e9 the
 evaluation goals (goal = seed % 1e9 % split size), as ALFWorld's env does.
 """
