@@ -236,7 +236,7 @@ def check_webshop_browser(cfg: DictConfig) -> Check:
 
     browser, packages = find_browser(), missing_requirement("webshop/WebShop-v0")
     if browser and packages is None:
-        return Check("webshop (browser)", "ok", f"{browser}; playwright, flask, rank_bm25 import")
+        return Check("webshop (browser)", "ok", f"{browser}; playwright, flask, rapidfuzz import")
     status, note = _failure(_env_id(cfg).startswith("webshop/"), "webshop")
     if browser is None:
         return Check("webshop (browser)", status, "no Chromium found" + note,

@@ -89,7 +89,7 @@ ENV_REGISTRY: dict[str, EnvEntry] = {
     "alfworld/AlfWorld-v0": EnvEntry(None, "alfworld", language_factory=_alfworld,
                                      requires=("alfworld", "textworld"), extra="alfworld"),
     "webshop/WebShop-v0": EnvEntry(None, "webshop", language_factory=_webshop,
-                                   requires=("playwright", "flask", "rank_bm25", "rapidfuzz"), extra="webshop"),
+                                   requires=("playwright", "flask", "rapidfuzz"), extra="webshop"),
 }
 
 # MiniWorld (docs/environments.md#miniworld): an episode that ends without reward gets -1 on its last step.

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-for _module in ("flask", "rank_bm25", "rapidfuzz", "playwright"):
+for _module in ("flask", "rapidfuzz", "playwright"):
     pytest.importorskip(_module, reason="WebShop tests need the webshop extra (scripts/setup.sh installs it)")
 
 SMALL = {"num_products": 300, "num_eval_goals": 50, "viewport": [480, 360]}  # fast: a small catalog

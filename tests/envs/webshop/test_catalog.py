@@ -1,12 +1,23 @@
-"""The generated catalog and its BM25 search: reproducible, consistent with the reward, findable."""
+"""The generated catalog: reproducible, satisfiable, and as hard as promised (families of
+near-duplicates, paraphrased and partial instructions); its options are validated."""
 
 from __future__ import annotations
 
 import random
 
-from vldac_lightning.envs.webshop.catalog import PRICE_RANGE, generate_catalog, price_bound
+import pytest
+
+from vldac_lightning.envs.webshop.catalog import (
+    PRICE_RANGE,
+    CatalogOptions,
+    catalog_options,
+    generate_catalog,
+    price_bound,
+)
 from vldac_lightning.envs.webshop.reward import purchase_reward
-from vldac_lightning.envs.webshop.store import Store, load_store
+from vldac_lightning.envs.webshop.store import Store
+
+EASY = CatalogOptions.easy()
 
 
 def test_the_catalog_is_reproducible_from_its_seed() -> None:
@@ -15,7 +26,7 @@ def test_the_catalog_is_reproducible_from_its_seed() -> None:
     c, _ = generate_catalog(100, seed=4)
     assert a == b and goals_a == goals_b and a != c
     assert len({p["asin"] for p in a}) == 100 and all(len(p["asin"]) == 10 for p in a)
-    assert len({p["category"] for p in a}) == 5  # WebShop's five categories
+    assert len({p["category"] for p in generate_catalog(400, seed=0)[0]}) == 5  # WebShop's five categories
 
 
 def test_price_bounds_follow_webshop() -> None:
@@ -27,22 +38,64 @@ def test_price_bounds_follow_webshop() -> None:
     assert price_bound(985.0, rng) == (1_000_000.0, "")  # fewer than two bounds above: no price clause
 
 
-def test_every_goal_is_satisfiable_with_score_one() -> None:
-    store = Store.generated(400, seed=0, num_eval_goals=50)
+@pytest.mark.parametrize("style", [CatalogOptions(), EASY], ids=["hard", "easy"])
+def test_every_goal_is_satisfiable_with_score_one(style: CatalogOptions) -> None:
+    store = Store.generated(400, seed=0, num_eval_goals=50, style=style)
     for goal in store.goals:
         item = store.by_asin[goal["asin"]]
         assert all(v in item["options"][k] for k, v in goal["goal_options"].items())
-        assert all(a in goal["instruction_text"] for a in goal["attributes"])
-        assert all(v in goal["instruction_text"] for v in goal["goal_options"].values())
         reward, _ = purchase_reward(item, goal, store.prices[goal["asin"]], goal["goal_options"])
         assert reward == 1.0, goal
 
 
-def test_bm25_finds_the_target_in_the_top_10_for_90_percent_of_200_instructions() -> None:
-    store = load_store(None, 2000, 0, 500)
-    goals = store.split(evaluation=False)[:200]
-    hits = sum(g["asin"] in store.search.search(g["instruction_text"])[:10] for g in goals)
-    assert hits >= 180, f"{hits}/200"
+def test_the_easy_preset_names_every_option_and_attribute_verbatim() -> None:
+    for goal in Store.generated(300, seed=0, num_eval_goals=50, style=EASY).goals:
+        assert all(a in goal["instruction_text"] for a in goal["attributes"])
+        assert all(f"{k}: {v}" in goal["instruction_text"] for k, v in goal["goal_options"].items())
+
+
+def test_hard_instructions_paraphrase_and_leave_options_out() -> None:
+    products, goals = generate_catalog(1000, seed=0)
+    by_asin = {p["asin"]: p for p in products}
+    paraphrased = sum(not all(a in g["instruction_text"] for a in g["attributes"]) for g in goals) / len(goals)
+    partial = sum(len(g["goal_options"]) < len(by_asin[g["asin"]]["options"]) for g in goals) / len(goals)
+    named = sum(f"{k}: " in g["instruction_text"] for g in goals for k in g["goal_options"])
+    options = sum(len(g["goal_options"]) for g in goals)
+    # Defaults: paraphrase_p 0.5 per attribute (1-3 each), partial_options_p 0.3 per option
+    # (1-2 each), option_names_p 0.3: wide bands around the expected shares.
+    assert 0.35 < paraphrased < 0.85 and 0.2 < partial < 0.6 and 0.15 < named / options < 0.45
+
+
+def test_families_are_distractors_sharing_query_type_and_most_attributes() -> None:
+    products, goals = generate_catalog(800, seed=1)
+    size = CatalogOptions().family_size
+    beaten = total = 0
+    for start in range(0, len(products), size):
+        family = products[start:start + size]
+        base = family[0]
+        for sibling in family[1:]:
+            assert (sibling["query"], sibling["modifier"], sibling["noun"]) == (base["query"], base["modifier"],
+                                                                               base["noun"])
+            assert len(set(sibling["Attributes"]) & set(base["Attributes"])) == len(base["Attributes"]) - 1
+    for goal in goals:
+        index = int(goal["asin"][1:])
+        family = products[index - index % size: index - index % size + size]
+        for sibling in (p for p in family if p["asin"] != goal["asin"]):
+            options = {k: v for k, v in goal["goal_options"].items() if v in sibling["options"][k]}
+            total += 1
+            beaten += purchase_reward(sibling, goal, sibling["pricing"][0], options)[0] < 1.0
+    assert beaten / total > 0.5, (beaten, total)  # most siblings miss an option, attribute or the bound
+
+
+def test_catalog_options_are_validated_with_the_key_and_the_fix() -> None:
+    assert catalog_options(None) == CatalogOptions() and catalog_options({"preset": "easy"}) == EASY
+    assert catalog_options({"preset": "easy", "family_size": 3}).family_size == 3
+    with pytest.raises(ValueError, match=r"unknown keys \['familysize'\]; known: preset, drop_modifier_p"):
+        catalog_options({"familysize": 2})
+    with pytest.raises(ValueError, match=r"catalog.paraphrase_p is a probability in \[0, 1\], got 1.5"):
+        catalog_options({"paraphrase_p": 1.5})
+    with pytest.raises(ValueError, match=r"catalog.preset must be 'hard' or 'easy', got 'medium'"):
+        catalog_options({"preset": "medium"})
 
 
 def test_splits_are_disjoint_and_sized() -> None:

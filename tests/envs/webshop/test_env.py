@@ -20,7 +20,7 @@ def test_the_page_flow_search_results_paging_item_options_subpages_back(make_env
     obs, info = env.reset(seed=5)
     assert info["page"] == "search" and "search[...]" in obs["text"]
     goal = env.unwrapped._goal
-    obs, _, _, _, info = env.step(act("search[hair extension]"))
+    obs, _, _, _, info = env.step(act("search[black]"))
     assert info["page"] == "results" and info["action_valid"]
     page1 = [c for c in env.unwrapped.clickables() if c.startswith("g")]
     assert len(page1) == 10 and "next >" in env.unwrapped.clickables() and "< prev" not in env.unwrapped.clickables()
@@ -50,18 +50,36 @@ def test_buying_ends_the_episode_with_the_stores_score(make_env: Any) -> None:
     env = make_env()
     env.reset(seed=EVAL + 3)
     goal = env.unwrapped._goal
-    env.step(act(f"search[{goal['instruction_text']}]"))
-    env.step(act(f"click[{goal['asin'].lower()}]"))
+    while env.unwrapped._page["page"] != "item":  # the expert finds the goal product
+        env.step(env.unwrapped.oracle_text())
+    assert env.unwrapped._page["asin"] == goal["asin"]
     obs, reward, terminated, truncated, info = env.step(act("click[buy now]"))  # no options chosen
     assert terminated and not truncated and info["page"] == "done"
     n_att, n_opt = len(goal["attributes"]), len(goal["goal_options"])
     assert reward == pytest.approx((n_att + 0 + 1) / (n_att + n_opt + 1)) == info["score"]
     assert info["success"] is False and info["split"] == "eval"
     assert f"{reward:.4f}" in env.unwrapped._page["text"]  # the done page shows the score
+    # The order is final and paid once: later steps (a search, an invalid click) change nothing, pay 0.
+    for text in (act("search[anything]"), act("click[buy now]"), "junk"):
+        obs2, reward2, terminated2, truncated2, info2 = env.step(text)
+        assert (reward2, terminated2, truncated2, info2["page"]) == (0.0, True, False, "done")
+        assert info2["episode_return"] == reward and info2["score"] == reward and obs2["text"] == obs["text"]
+
+
+def test_search_runs_from_any_page_as_in_webshops_text_env(make_env: Any) -> None:
+    env = make_env()
+    env.reset(seed=1)
+    env.step(act("search[office chair]"))
+    env.step(act(f"click[{env.unwrapped.clickables()[-1]}]"))
+    assert env.unwrapped._page["page"] == "item"
+    obs, reward, _, _, info = env.step(act("search[Lipstick]"))  # no search box here: the results open directly
+    assert info["action_valid"] and info["page"] == "results" and reward == 0.0
+    assert env.unwrapped.store.search.search("lipstick")[0].lower() in env.unwrapped.clickables()
+    assert env.unwrapped._server.sessions[env.unwrapped._sid]["keywords"] == "Lipstick"
 
 
 def test_invalid_actions_change_nothing_and_cost_the_penalty(make_env: Any) -> None:
-    env = make_env(parse_failure_penalty=-0.5)
+    env = make_env({"search_anywhere": False}, parse_failure_penalty=-0.5)
     obs0, _ = env.reset(seed=1)
     cases = ["click[buy now]", "search[]", "jump[now]"]  # no such button on the search page / empty / unknown verb
     for text in cases:
@@ -73,8 +91,24 @@ def test_invalid_actions_change_nothing_and_cost_the_penalty(make_env: Any) -> N
     env.step(act("search[office chair]"))
     env.step(act(f"click[{env.unwrapped.clickables()[-1]}]"))  # a product
     assert env.unwrapped._page["page"] == "item"
-    obs, reward, _, _, info = env.step(act("search[desk]"))  # no search box on an item page
+    obs, reward, _, _, info = env.step(act("search[desk]"))  # no search box, and search_anywhere is off
     assert not info["action_valid"] and env.unwrapped._page["page"] == "item" and reward == -0.5
+
+
+def test_next_is_on_every_results_page_as_in_webshop(make_env: Any) -> None:
+    env = make_env()
+    env.reset(seed=0)
+    env.step(act("search[black]"))
+    total = len(env.unwrapped.store.search.search("black"))
+    assert total == 50  # a full result list: 5 pages of 10
+    for page in range(2, 7):
+        assert "next >" in env.unwrapped.clickables()
+        _, _, _, _, info = env.step(act("click[next >]"))
+        assert info["action_valid"] and f"Page {page}" in env.unwrapped._page["text"]
+    # Page 6 lies past the 50 results: empty, with Next > and < Prev still there (WebShop's pager).
+    labels = env.unwrapped.clickables()
+    assert not [lbl for lbl in labels if lbl.upper() in env.unwrapped.store.by_asin]
+    assert {"next >", "< prev", "back to search"} <= set(labels)
 
 
 def test_random_parse_failures_play_a_listed_action(make_env: Any) -> None:
@@ -82,6 +116,15 @@ def test_random_parse_failures_play_a_listed_action(make_env: Any) -> None:
     env.reset(seed=2)
     _, _, _, _, info = env.step("gibberish")
     assert not info["action_valid"] and info["page"] == "results"  # the only choice: the search
+
+
+def test_the_horizon_is_configurable_up_to_webshops_published_100(make_env: Any) -> None:
+    env = make_env(max_episode_steps=100)
+    env.reset(seed=0)
+    for step in range(1, 101):
+        _, _, terminated, truncated, info = env.step(act("click[nothing]"))
+        assert truncated == (step == 100) and not terminated
+    assert info["episode_length"] == 100
 
 
 def test_the_horizon_truncates_without_reward(make_env: Any) -> None:

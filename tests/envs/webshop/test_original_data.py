@@ -94,3 +94,20 @@ def test_the_env_serves_the_original_data(tmp_path: Path, make_env: Any) -> None
             break
     assert terminated and info["page"] == "done"
     assert reward == info["score"] == 1.0  # goal item, goal options, price within the bound
+
+
+def test_the_original_data_is_scored_with_webshops_formula(tmp_path: Path, make_env: Any) -> None:
+    write_fixture(tmp_path)
+    env = make_env({"data_dir": str(tmp_path), "num_eval_goals": 1})
+    train = env.unwrapped.store.split(evaluation=False)
+    index = next(i for i, g in enumerate(train) if g["asin"] == "B07ABC0001")
+    env.reset(seed=0, options={"goal_index": index})
+    while env.unwrapped._page["page"] != "item":
+        env.step(env.unwrapped.oracle_text())
+    # Goal: attribute "natural looking", options "natural black" and "18 inch", a bound above $25.99.
+    # Chosen: "light brown | blonde" (normalised "brown" vs "black": no match) and "22 inch" (ratio 73 with
+    # "18 inch": no match). (1 attribute + 0 options + price) / (1 + 2 + 1) = 0.5, r_type 1 (same title).
+    for label in ("light brown | blonde", "22 inch"):
+        env.step(json.dumps({"action": f"click[{label}]"}))
+    _, reward, terminated, _, info = env.step(json.dumps({"action": "click[buy now]"}))
+    assert terminated and reward == info["score"] == 0.5

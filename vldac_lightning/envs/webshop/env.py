@@ -10,11 +10,20 @@ prompt with the instruction and the page's actions. The action is the raw genera
   and the answer is a number from the fixed set ``"1".."max_choices"``. The search page offers one
   search, with the instruction as the query.
 
-Invalid actions (unparseable text, no such button, a search where there is no search box) do not
-change the page and cost ``parse_failure_penalty`` (0 by default: WebShop's own behaviour);
-``parse_failure="random"`` plays a random listed action instead. "Buy Now" ends the episode
-(terminated) with the store's score as reward (:mod:`.reward`); an episode that buys nothing is
-truncated at ``max_episode_steps`` with reward 0. Success = score 1.
+Episode rules are WebShop's text env's: ``search[...]`` runs from any page (``search_anywhere``;
+the prompt lists it on the search page only, as WebShop's available actions do), ``Next >`` is on
+every results page, "Buy Now" ends the episode (terminated) with the store's score as reward
+(:mod:`.reward`) and pays once: a step after it changes nothing and pays 0. An episode that buys
+nothing is truncated at ``max_episode_steps`` with reward 0 (50 here, as the paper; WebShop's
+published baselines use 100). Success = score 1.
+
+Invalid actions (unparseable text, no such button, a search with ``search_anywhere=False`` off the
+search page) do not change the page and cost ``parse_failure_penalty`` (0 by default: WebShop's
+own behaviour); ``parse_failure="random"`` plays a random listed action instead.
+
+The store: WebShop's own data with ``data_dir``, else ``num_products`` generated products made as
+hard as ``catalog`` says (:class:`.catalog.CatalogOptions`); ``title_nouns`` picks how the reward
+finds title nouns (:func:`.reward.noun_tagger`).
 
 Which goal a reset plays: seeds below 1e9 index the training goals, seeds from 1e9 the
 evaluation goals (goal = seed % 1e9 % split size), as ALFWorld's env does.
@@ -26,6 +35,7 @@ import json
 import re
 from collections import deque
 from typing import Any
+from urllib.parse import urlencode
 
 import gymnasium as gym
 import numpy as np
@@ -38,6 +48,7 @@ from ..language import (
 )
 from ..parsing import action_value
 from ..prompts import load_prompt
+from .search import PRODUCT_WINDOW
 
 __all__ = ["EVAL_SEED_OFFSET", "WebShopEnv"]
 
@@ -60,7 +71,7 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self,
         *,
         data_dir: str | None = None,
-        num_products: int = 2000,
+        num_products: int = 20000,
         catalog_seed: int = 0,
         num_eval_goals: int = 500,
         viewport: tuple[int, int] | list[int] = (640, 480),
@@ -74,6 +85,9 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         parse_failure_penalty: float = 0.0,
         response_mode: str = "json",
         state_in_text: bool = False,
+        search_anywhere: bool = True,
+        title_nouns: str = "words",
+        catalog: dict[str, Any] | None = None,
     ) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, **{k: v for k, v in locals().items() if k not in ("self", "__class__")})
         super().__init__()
@@ -88,10 +102,15 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         if len(viewport) != 2 or len(size) != 2 or min(*viewport, *size) < 32:
             raise ValueError(f"viewport and image_size are [width, height] of at least 32; got {viewport}, {size}")
         from .browser import Browser
+        from .catalog import catalog_options
+        from .reward import noun_tagger
         from .server import StoreServer
         from .store import load_store
 
-        self.store = load_store(data_dir or None, int(num_products), int(catalog_seed), int(num_eval_goals))
+        nouns = noun_tagger(title_nouns)
+        self.store = load_store(data_dir or None, int(num_products), int(catalog_seed), int(num_eval_goals),
+                                catalog_options(catalog))
+        self.search_anywhere = bool(search_anywhere)
         self.max_choices = int(max_choices)
         self.prompt = load_prompt("webshop", prompt_version)
         self.image_history = int(image_history)
@@ -113,9 +132,10 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self._page: dict[str, Any] = {}
         self._obs: dict[str, Any] | None = None
         self._steps, self._return, self._score = 0, 0.0, 0.0
+        self._finished = False
         self._split = "train"
         self._resets = 0
-        self._server = StoreServer(self.store)
+        self._server = StoreServer(self.store, nouns)
         try:
             self._browser = Browser(*viewport, executable=browser_executable)
         except Exception:
@@ -144,11 +164,14 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         self._frames.clear()
         self._observe()
         self._steps, self._return, self._score = 0, 0.0, 0.0
+        self._finished = False
         return self._fresh_obs(), self._info(parse_ok=True, action_valid=True)
 
     def step(self, action: str) -> tuple[dict, float, bool, bool, dict]:
         if self._obs is None or self._goal is None:
             raise RuntimeError("call reset() before step()")
+        if self._finished:  # bought: the order is final and is paid once
+            return self._fresh_obs(), 0.0, True, False, self._info(parse_ok=True, action_valid=False)
         chosen, parse_ok = self._parse(action)
         valid = chosen is not None
         if not valid and self.parse_failure == "random":
@@ -162,6 +185,7 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
         if terminated:
             self._score = float(self._page["reward"])
             reward += self._score
+            self._finished = True
         self._steps += 1
         self._return += reward
         truncated = not terminated and self._steps >= self.max_episode_steps
@@ -210,14 +234,17 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
             return None, True
         verb, arg = match.group(1).lower(), match.group(2).strip()
         if verb == "search":
-            return (f"search[{arg}]" if arg and self._page.get("search") else None), True
+            searchable = self._page.get("search") or self.search_anywhere
+            return (f"search[{arg}]" if arg and searchable else None), True
         label = arg.lower()
         return (f"click[{label}]" if label in self.clickables() else None), True
 
     def _act(self, action: str) -> None:
         verb, arg = _ACTION.match(action).groups()
-        if verb == "search":
-            self._browser.search(arg)
+        if verb == "search" and self._page.get("search"):
+            self._browser.search(arg)  # typed into the search box, as a shopper would
+        elif verb == "search":  # WebShop's text env searches from any page: open the results directly
+            self._browser.goto(f"{self._server.url}/search_results/{self._sid}?{urlencode({'keywords': arg})}")
         else:
             labels = [label for label, _ in self._page["clickables"]]
             self._browser.click(labels.index(arg))
@@ -263,7 +290,9 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
     # --- expert ----------------------------------------------------------------------------
     def oracle_text(self) -> str | None:
         """A scripted expert's next action: search the instruction, open the goal product if
-        it is listed (else the first result), choose the goal options, buy."""
+        the 50 results list it (paging with ``Next >``; else the first result), choose the goal
+        options, buy. It knows the goal product, not a better query: its score is the ceiling of
+        searching the instruction verbatim."""
         if self._goal is None or self._page.get("page") == "done":
             return None
         action = self._expert_action()
@@ -281,6 +310,10 @@ class WebShopEnv(gym.Env, gym.utils.RecordConstructorArgs):
             target = goal["asin"].lower()
             if target in labels:
                 return f"click[{target}]"
+            session = self._server.sessions[self._sid]
+            ranked = self.store.search.search(session["keywords"])
+            if goal["asin"] in ranked and ranked.index(goal["asin"]) // PRODUCT_WINDOW + 1 > session["page"]:
+                return "click[next >]"  # the goal product is on a later page
             products = [lbl for lbl in labels if lbl.upper() in self.store.by_asin]
             return f"click[{products[0]}]" if products else "click[back to search]"
         if page == "sub":

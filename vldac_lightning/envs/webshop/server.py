@@ -1,6 +1,7 @@
 """The web store: a Flask app on 127.0.0.1 (OS-assigned port), WebShop's page flow.
 
-search page → results (10 per page, "Next >" / "< Prev", "Back to Search") → item page (option
+search page → results (10 per page, "Next >" on every results page as in WebShop, "< Prev" from
+page 2, "Back to Search") → item page (option
 buttons, "Description", "Features", "Reviews", "Buy Now") → done page with the score. Every
 clickable element carries ``data-click`` (its lower-cased label, what ``click[...]`` names) and
 ``<body>`` carries ``data-page`` / ``data-reward`` for the env to read what the page shows.
@@ -15,18 +16,19 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from flask import Flask, abort, render_template, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-from .reward import purchase_reward
+from .reward import purchase_reward, title_nouns
+from .search import PRODUCT_WINDOW
 from .store import Store, swatch
 
-__all__ = ["PRODUCT_WINDOW", "SUB_PAGES", "StoreServer", "create_app"]
+__all__ = ["SUB_PAGES", "StoreServer", "create_app"]
 
-PRODUCT_WINDOW = 10  # results per page, as WebShop
 SUB_PAGES = ("Description", "Features", "Reviews")
 
 
@@ -48,8 +50,10 @@ def _options(raw: str | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()}
 
 
-def create_app(store: Store, sessions: dict[str, dict[str, Any]]) -> Flask:
-    """The store's Flask app over ``store``; ``sessions`` maps session id → {"goal", "reward", ...}."""
+def create_app(store: Store, sessions: dict[str, dict[str, Any]],
+               nouns: Callable[[str], list[str]] = title_nouns) -> Flask:
+    """The store's Flask app over ``store``; ``sessions`` maps session id → {"goal", "reward", ...};
+    ``nouns`` finds title nouns for the reward's r_type (:func:`.reward.noun_tagger`)."""
     app = Flask(__name__, template_folder=str(Path(__file__).with_name("templates")))
 
     def session(sid: str) -> dict[str, Any]:
@@ -85,7 +89,7 @@ def create_app(store: Store, sessions: dict[str, dict[str, Any]]) -> Flask:
         shown = [_view(store.by_asin[a]) for a in asins[(number - 1) * PRODUCT_WINDOW: number * PRODUCT_WINDOW]]
         session(sid).update(keywords=keywords, page=number, results=[p["asin"] for p in shown])
         return page("results", "results_page.html", sid, products=shown, keywords=keywords, page=number,
-                    total=len(asins), per_page=PRODUCT_WINDOW)
+                    total=len(asins))
 
     def item_fields(asin: str) -> dict[str, Any]:
         options = _options(request.args.get("options"))
@@ -112,7 +116,7 @@ def create_app(store: Store, sessions: dict[str, dict[str, Any]]) -> Flask:
         s, bought = session(sid), product(asin)
         options = _options(request.args.get("options"))
         if s.get("reward") is None:  # the first purchase counts; a reload shows the same score
-            s["reward"], s["reward_info"] = purchase_reward(bought, s["goal"], store.prices[asin], options)
+            s["reward"], s["reward_info"] = purchase_reward(bought, s["goal"], store.prices[asin], options, nouns)
             s["bought"] = asin
         return page("done", "done_page.html", sid, product=_view(bought), asin=asin, options=options,
                     reward=s["reward"])
@@ -130,10 +134,10 @@ class _QuietHandler(WSGIRequestHandler):
 class StoreServer:
     """The store app served on 127.0.0.1:<free port> from a daemon thread."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, nouns: Callable[[str], list[str]] = title_nouns) -> None:
         self.store = store
         self.sessions: dict[str, dict[str, Any]] = {}
-        self._server = make_server("127.0.0.1", 0, create_app(store, self.sessions), threaded=True,
+        self._server = make_server("127.0.0.1", 0, create_app(store, self.sessions, nouns), threaded=True,
                                    request_handler=_QuietHandler)
         self.url = f"http://127.0.0.1:{self._server.server_port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="webshop-server", daemon=True)

@@ -1,6 +1,7 @@
 """The store's data: products, prices, goals and the search index, generated or original.
 
-``Store.generated(num_products, seed)`` builds the offline catalog (:mod:`.catalog`).
+``Store.generated(num_products, seed, num_eval_goals, style)`` builds the offline catalog
+(:mod:`.catalog`; ``style`` = how hard, :class:`.catalog.CatalogOptions`).
 ``Store.original(data_dir)`` reads WebShop's own files (``items_shuffle.json``,
 ``items_ins_v2.json``, ``items_human_ins.json``, optionally ``reviews.json``; the ``_1000``
 variants too) the way WebShop's ``load_products`` / ``get_human_goals`` do: option values
@@ -23,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .catalog import generate_catalog, price_bound
+from .catalog import CatalogOptions, generate_catalog, price_bound
 from .search import ProductSearch
 
 __all__ = ["ORIGINAL_FILES", "Store", "load_store"]
@@ -59,8 +60,9 @@ class Store:
         return self.goals[: self.num_eval_goals] if evaluation else self.goals[self.num_eval_goals:]
 
     @classmethod
-    def generated(cls, num_products: int, seed: int, num_eval_goals: int) -> Store:
-        products, goals = generate_catalog(num_products, seed)
+    def generated(cls, num_products: int, seed: int, num_eval_goals: int,
+                  style: CatalogOptions | None = None) -> Store:
+        products, goals = generate_catalog(num_products, seed, style)
         return cls(products, goals, num_eval_goals)
 
     @classmethod
@@ -139,11 +141,12 @@ def _load_original_products(paths: dict[str, Path | None]) -> list[dict[str, Any
 
 
 @lru_cache(maxsize=4)
-def load_store(data_dir: str | None, num_products: int, seed: int, num_eval_goals: int) -> Store:
+def load_store(data_dir: str | None, num_products: int, seed: int, num_eval_goals: int,
+               style: CatalogOptions | None = None) -> Store:
     """The store for these settings, built once per process (workers share nothing)."""
     if data_dir:
         return Store.original(data_dir, num_eval_goals, seed)
-    return Store.generated(num_products, seed, num_eval_goals)
+    return Store.generated(num_products, seed, num_eval_goals, style)
 
 
 def swatch(asin: str) -> tuple[str, str]:
