@@ -31,3 +31,16 @@ def test_an_external_engine_plugs_in_through_config_alone(compose_train_cfg: Cal
     assert CountingEngine.calls > 0  # every rollout and evaluation step generated through it
     assert type(objects["module"].policy.engine) is CountingEngine
     assert "eval/success_rate" in metrics
+
+
+def test_engine_choices_on_the_command_line() -> None:
+    """``model/engine=hf`` stays a nested-group choice (not rewritten to ``model=engine/hf`` like
+    ``env/gym_cards=...``), ``model.engine=hf`` is read as it, and engines are no ``model=`` choices."""
+    from vldac_lightning.utils.choices import check_group_overrides, group_choices, normalize_group_overrides
+
+    argv, notes = normalize_group_overrides(["model/engine=hf", "model.engine=static", "model.engine.check_every=2"])
+    assert argv == ["model/engine=hf", "model/engine=static", "model.engine.check_every=2"]
+    assert len(notes) == 1 and "model/engine=static" in notes[0]
+    assert normalize_group_overrides(["model.engine=nonesuch"])[0] == ["model.engine=nonesuch"]  # Hydra's error
+    assert "tiny" in group_choices("model") and not any(c.startswith("engine") for c in group_choices("model"))
+    assert "Valid choices for 'model'" in (check_group_overrides(["model=engine/hf"]) or "")

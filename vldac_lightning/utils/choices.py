@@ -16,6 +16,9 @@ from .paths import CONF_DIR
 
 # Hydra's own config groups (hydra/launcher, hydra/sweeper, ...) are nested for real: never rewritten.
 _HYDRA_GROUP = "hydra"
+# Our own groups nested inside a group (chosen with a slash in the *key*: model/engine=hf). Their
+# files are not choices of the outer group.
+NESTED_GROUPS = ("model/engine",)
 # Hydra options that a plugin package provides: option -> (the plugin's module, its pip package).
 PLUGIN_OPTIONS = {
     "hydra/launcher/joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
@@ -29,7 +32,9 @@ PLUGIN_INSTALL = "pip install 'vldac_lightning[sweep]'"
 def group_choices(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
     """All choices of a config group, nested ones as ``sub/name``."""
     root = conf_dir / group
-    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+    nested = [conf_dir / g for g in NESTED_GROUPS if g != group]
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")
+                  if not any(p.is_relative_to(n) for n in nested))
 
 
 def check_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) -> str | None:
@@ -59,8 +64,16 @@ def normalize_group_overrides(argv: Sequence[str], conf_dir: Path = CONF_DIR) ->
         key, sep, value = arg.partition("=")
         bare = key.lstrip("+")
         group, _, sub = bare.partition("/")
+        nested = bare.replace(".", "/")
+        if sep and nested in NESTED_GROUPS and "." in bare and (conf_dir / nested / f"{value}.yaml").is_file():
+            # model.engine=hf names a choice of the nested group model/engine (Hydra would try to
+            # put a string where a config node is).
+            fixed = f"{nested}={value}"
+            notes.append(f"note: reading {arg} as {fixed} (a choice of the {nested} group)")
+            out.append(fixed)
+            continue
         if (sep and sub and not arg.startswith("-") and (conf_dir / group).is_dir() and "." not in bare
-                and group != _HYDRA_GROUP):
+                and group != _HYDRA_GROUP and bare not in NESTED_GROUPS):
             fixed = f"{group}=" + ",".join(f"{sub}/{v.strip()}" for v in value.split(","))
             notes.append(f"note: reading {arg} as {fixed} (the {group} group's choices are nested names)")
             out.append(fixed)
