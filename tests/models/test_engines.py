@@ -259,3 +259,15 @@ def test_build_engine_errors_name_the_target() -> None:
     with pytest.raises(ValueError, match="has no name and generate"):
         build_engine({"_target_": "collections.OrderedDict"})
     assert build_engine(None).name == "hf"
+
+
+def test_sharded_decoder_weights_name_the_hf_engine(make_policy: Callable[..., Any], numberline_obs: list) -> None:
+    """What FSDP leaves in a module between forwards (a flat shard) is refused with the fix, not
+    multiplied into garbage."""
+    policy, enc = policy_and_enc(make_policy, numberline_obs, "json")
+    proj = policy.model.get_base_model().model.language_model.layers[0].self_attn.k_proj.get_base_layer()
+    proj.weight = torch.nn.Parameter(proj.weight.detach().flatten()[: proj.weight.numel() // 2].clone(),
+                                     requires_grad=False)
+    policy.engine = StaticEngine()
+    with pytest.raises(UnsupportedModel, match="model/engine=hf"):
+        policy.generate_scored(enc)

@@ -123,6 +123,7 @@ class WeightPack:
         key = (self._lora_state(), self.head.weight.device, self.head.weight.dtype)
         if key == self._key:
             return False
+        self._check(self.lm.layers[0])
         fresh = [self._layer(layer) for layer in self.lm.layers]
         if self._key is not None and key[1:] == self._key[1:] and len(fresh) == len(self.layers):
             for old, new in zip(self.layers, fresh):
@@ -132,6 +133,20 @@ class WeightPack:
             self.layers = fresh
         self._key = key
         return True
+
+    def _check(self, layer: nn.Module) -> None:
+        """Whole, plain weights of the decoder's shapes: FSDP shards (flat or DTensor) cannot be read here."""
+        s = self.shape
+        wants = {"q_proj": (s.num_heads * s.head_dim, s.hidden_size), "k_proj": (s.num_kv_heads * s.head_dim, s.hidden_size),
+                 "v_proj": (s.num_kv_heads * s.head_dim, s.hidden_size), "o_proj": (s.hidden_size, s.num_heads * s.head_dim)}
+        for name, want in wants.items():
+            module = getattr(layer.self_attn, name)
+            weight = (module.get_base_layer() if isinstance(module, LoraLayer) else module).weight
+            if not isinstance(weight, torch.Tensor) or type(weight.data) is not torch.Tensor or \
+                    tuple(weight.shape) != want:
+                raise UnsupportedModel(
+                    f"the decoder's {name} weight is a {type(weight.data).__name__} of shape {tuple(weight.shape)}, "
+                    f"not {want} (sharded, e.g. by trainer=fsdp?); use model/engine=hf with sharded models")
 
     @staticmethod
     def _layer(layer: nn.Module) -> dict[str, torch.Tensor]:
