@@ -271,3 +271,39 @@ def test_sharded_decoder_weights_name_the_hf_engine(make_policy: Callable[..., A
     policy.engine = StaticEngine()
     with pytest.raises(UnsupportedModel, match="model/engine=hf"):
         policy.generate_scored(enc)
+
+
+def test_reference_pass_reuses_the_vision_tower_when_it_has_no_adapter(tiny_model_cfg: Any,
+                                                                        numberline_obs: list) -> None:
+    """LoRA on the language model only (as for real checkpoints): the vision tower's output does not
+    depend on the adapter, so ``act`` runs it once for the policy's and the reference's passes, and
+    the reference log-probs still equal the adapter-disabled scoring forward."""
+    from omegaconf import OmegaConf
+
+    from vldac_lightning.models.loading import apply_lora, load_backbone
+    from vldac_lightning.models.policy import VLMPolicy
+    from vldac_lightning.models.sampling import SamplingConfig
+
+    cfg = OmegaConf.create(OmegaConf.to_container(tiny_model_cfg, resolve=True))
+    cfg.lora.target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+    backbone, processor = load_backbone(cfg)
+    policy = VLMPolicy(apply_lora(backbone, cfg.lora), processor, value_hidden_sizes=[16],
+                       sampling=SamplingConfig(max_new_tokens=6), response_mode="json",
+                       engine=StaticEngine()).eval()
+    randomize_lora(policy)
+    calls = []
+    visual = policy.model.get_base_model().model.visual
+    handle = visual.register_forward_hook(lambda *_: calls.append(1))
+    obs = batch_obs(numberline_obs, 4)
+    try:
+        torch.manual_seed(0)
+        out = policy.act(obs)
+        assert len(calls) == 1  # one vision pass for both the policy's and the reference's prefill
+        enc = policy.encode(obs)
+        with torch.no_grad():
+            base, _ = policy.score(enc, out.response_ids, out.response_mask, with_values=False, adapter=False)
+            scored, _ = policy.score(enc, out.response_ids, out.response_mask, with_values=False)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(out.ref_logprobs, base, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.logprobs, scored, atol=1e-5, rtol=0)

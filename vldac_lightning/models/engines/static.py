@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from vldac_lightning.models.engines.base import DecodeSpec, Generation, finish
@@ -188,6 +189,16 @@ class StaticEngine:
         self.max_sessions = max_sessions
         self._packs: dict[tuple[int, bool], WeightPack] = {}
         self._sessions: OrderedDict[tuple, DecodeSession] = OrderedDict()
+        self._last_inputs: tuple[dict, tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        self._vision: dict[int, bool] = {}
+
+    def _vision_adapted(self, base: nn.Module) -> bool:
+        """Whether anything before the text decoder (vision tower, embeddings) has LoRA layers."""
+        if id(base) not in self._vision:
+            lm = language_model(base)
+            inner = {id(m) for m in lm.layers.modules()}
+            self._vision = {id(base): any(isinstance(m, LoraLayer) and id(m) not in inner for m in base.modules())}
+        return self._vision[id(base)]
 
     def pack(self, base: nn.Module) -> WeightPack:
         """The decoder weights as the backbone computes now: merged LoRA, or the base weights while
@@ -227,7 +238,18 @@ class StaticEngine:
         ``[B, P]``, the rope position of the first response token ``[B]``)."""
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         pack = self.pack(base)
-        embeds, positions = capture_decoder_inputs(base, enc)
+        # Without LoRA before the text decoder (real checkpoints adapt the language model only; the
+        # tiny model adapts its vision tower too) the decoder inputs do not depend on the adapter,
+        # so the policy's pass and the KL reference's pass over the same prompts (``act``) share
+        # one run of the vision tower.
+        reusable = not self._vision_adapted(base)
+        last = self._last_inputs
+        if reusable and last is not None and last[0] is enc:
+            embeds, positions = last[1]
+        else:
+            embeds, positions = capture_decoder_inputs(base, enc)
+            # Holding ``enc`` keeps its id from being reused by another batch while cached.
+            self._last_inputs = (enc, (embeds, positions)) if reusable else None
         mask = enc["attention_mask"]
         if positions is None:  # a text-only batch: 1-D positions over the real tokens
             B, P = mask.shape
