@@ -66,7 +66,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.utils.config import validate_config
 
     validate_config(cfg)  # before any model is loaded or simulator started
-    from vldac_lightning.utils.mlflow_utils import check_tracking_store, print_run_locations
+    from vldac_lightning.utils.mlflow_utils import check_tracking_store
 
     check_tracking_store(cfg)  # an unusable MLflow store fails here, in seconds
     if cfg.model.source == "pretrained":
@@ -74,9 +74,30 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
         check_pretrained_available(cfg.model)  # seconds, not a minute of download retries
 
+    from contextlib import nullcontext
+
+    from omegaconf import OmegaConf
+
+    from vldac_lightning.utils.resume import find_matching_last
+    from vldac_lightning.utils.run_folder import claim_run_folder, launcher_rank
+
+    current = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(current, dict)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        ckpt_path = find_matching_last(cfg.paths.log_dir, current)
+    # Rank 0 claims the run folder; the ranks a DDP launcher starts later share it.
+    guard = claim_run_folder(cfg.paths.output_dir, cfg.callbacks.model_checkpoint.dirpath,
+                             str(ckpt_path) if ckpt_path else None) if launcher_rank() == 0 else nullcontext()
+    with guard:
+        return _train_in_folder(cfg, current, str(ckpt_path) if ckpt_path else None)
+
+
+def _train_in_folder(cfg: DictConfig, current: dict[str, Any],
+                     ckpt_path: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`train` once the run folder is this run's alone: build, resume, fit, report."""
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
-    from omegaconf import OmegaConf
 
     from vldac_lightning.callbacks import InterruptCheckpoint, PeriodicEvaluation
     from vldac_lightning.data.datamodule import RolloutDataModule
@@ -84,13 +105,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.utils.checkpoint_io import AtomicCheckpointIO
     from vldac_lightning.utils.interrupt import RunInterrupted, StoppedBySignal, handle_signals
     from vldac_lightning.utils.logging_utils import log_hyperparameters
-    from vldac_lightning.utils.resume import check_resume, check_trainable_shapes, find_matching_last
+    from vldac_lightning.utils.mlflow_utils import print_run_locations
+    from vldac_lightning.utils.resume import check_resume, check_trainable_shapes
 
     # Our checkpoints are taken between iterations, where no update is half-done: Lightning's warning
     # about manual optimisation and step-based checkpoints (with a page of example code) does not apply.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    current = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(current, dict)
     if cfg.get("torch_threads"):
         import torch
 
@@ -105,15 +125,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = build_callbacks(cfg, k)
 
     # Resume: check the checkpoint against this config before the model loads or MLflow is touched.
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = find_matching_last(cfg.paths.log_dir, current)
     run_id = previous_run = None
     if ckpt_path:
-        resume = check_resume(str(ckpt_path), current, optimizer_steps_per_iteration=k,
+        resume = check_resume(ckpt_path, current, optimizer_steps_per_iteration=k,
                               num_iterations=datamodule.num_iterations, strict=bool(cfg.get("resume_strict", True)))
         module.configure_model()
-        check_trainable_shapes(module, str(ckpt_path))
+        check_trainable_shapes(module, ckpt_path)
         log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume.global_step)
         run_id = resume.mlflow_run_id
         if run_id is not None and _mlflow_run_status(cfg, run_id) == "FINISHED":
@@ -155,7 +172,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         metrics["eval/initial_success_rate"] = evaluation.history[0][1].get("eval/success_rate", float("nan"))
     ckpt_cb = trainer.checkpoint_callback
     if trainer.is_global_zero:
-        print_run_locations(loggers, checkpoint_dir=ckpt_cb.dirpath if ckpt_cb is not None else None)
+        print_run_locations(loggers, checkpoint_dir=ckpt_cb.dirpath if ckpt_cb is not None else None,
+                            last_checkpoint=ckpt_cb.last_model_path if ckpt_cb is not None else None)
     objects = {"cfg": cfg, "datamodule": datamodule, "module": module, "trainer": trainer,
                "callbacks": callbacks, "loggers": loggers, "evaluation": evaluation}
     return metrics, objects
@@ -201,9 +219,8 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
                 log.warning("Could not mark MLflow run %s KILLED: %s", run_id, exc)
     last = saved
     ckpt_cb = trainer.checkpoint_callback
-    if last is None and ckpt_cb is not None and ckpt_cb.dirpath is not None:
-        candidate = Path(ckpt_cb.dirpath) / "last.ckpt"
-        last = str(candidate) if candidate.exists() else None
+    if last is None and ckpt_cb is not None and ckpt_cb.last_model_path:  # this run's own, never a neighbour's
+        last = ckpt_cb.last_model_path if Path(ckpt_cb.last_model_path).exists() else None
     name = signal.Signals(signum).name if signum else "a signal"
     lines = [f"Stopped by {name} at optimizer step {trainer.global_step}."]
     if last is None:

@@ -128,9 +128,11 @@ class _Logger:
 
 
 def test_run_locations_name_checkpoint_run_and_ui_link(tmp_path: Path) -> None:
-    (tmp_path / "last.ckpt").write_bytes(b"")
-    text = run_locations([_Logger("sqlite:///logs/mlflow/mlflow.db")], checkpoint_dir=str(tmp_path))
-    assert f"last: {tmp_path / 'last.ckpt'}" in text and "abc123" in text and "numberline-seed0" in text
+    (tmp_path / "last.ckpt").write_bytes(b"")  # another run's, beside this run's last-v1.ckpt
+    (tmp_path / "last-v1.ckpt").write_bytes(b"")
+    text = run_locations([_Logger("sqlite:///logs/mlflow/mlflow.db")], checkpoint_dir=str(tmp_path),
+                         last_checkpoint=str(tmp_path / "last-v1.ckpt"))
+    assert f"last: {tmp_path / 'last-v1.ckpt'}" in text and "abc123" in text and "numberline-seed0" in text
     assert "ui --backend-store-uri sqlite:///logs/mlflow/mlflow.db" in text
     assert "http://127.0.0.1:5000/#/experiments/3/runs/abc123" in text
     remote = run_locations([_Logger("http://mlflow.example:5000/")])
