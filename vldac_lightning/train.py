@@ -193,16 +193,32 @@ def _mlflow_run_status(cfg: DictConfig, run_id: str) -> str | None:
         return None
 
 
-def resume_command(ckpt: str) -> str:
-    """The command that resumes this job from ``ckpt`` (the job's own overrides, ckpt_path replaced)."""
-    overrides: list[str] = []
-    try:
-        from hydra.core.hydra_config import HydraConfig
+def hydra_quoted(value: str) -> str:
+    """``value`` as a Hydra override value that parses back to exactly ``value`` (quoted when it holds
+    spaces, quotes, ``,`` or other grammar characters; ``${`` is escaped so it is not interpolated)."""
+    import re
 
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("ckpt_path=")]
-    except ValueError:  # HydraConfig is not set when train(cfg) is called directly
-        pass
-    return " ".join(["python -m vldac_lightning.train", *overrides, f"ckpt_path={ckpt}"])
+    if re.fullmatch(r"[\w./+@-]+", value):
+        return value
+    return "'" + value.replace("\\'", "\\\\'").replace("'", "\\'").replace("${", "\\${") + "'"
+
+
+def resume_command(ckpt: str, overrides: list[str] | None = None) -> str:
+    """The shell command that resumes this job from ``ckpt``: the job's own overrides (``ckpt_path``
+    replaced), each quoted for the shell, so pasting it works whatever the paths and names hold."""
+    import shlex
+
+    if overrides is None:
+        overrides = []
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+        except ValueError:  # HydraConfig is not set when train(cfg) is called directly
+            pass
+    kept = [o for o in overrides if not o.lstrip("+~").startswith("ckpt_path=")]
+    return " ".join(["python -m vldac_lightning.train", *map(shlex.quote, kept),
+                     shlex.quote(f"ckpt_path={hydra_quoted(ckpt)}")])
 
 
 def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: int | None) -> None:
