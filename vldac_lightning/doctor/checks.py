@@ -255,6 +255,13 @@ def ray_version() -> str | None:
         return None
 
 
+def ray_address_problem(address: str) -> str | None:
+    """Why nothing answers at a Ray cluster address (the probe ``train`` runs first), or None."""
+    from vldac_lightning.envs.ray_worker import address_problem
+
+    return address_problem(address, timeout=NETWORK_TIMEOUT_S)
+
+
 def check_ray(cfg: DictConfig) -> Check:
     from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions
 
@@ -267,6 +274,10 @@ def check_ray(cfg: DictConfig) -> Check:
     if not needed:
         return Check("ray (env workers)", "ok", f"ray {installed} (used with env.pool_mode=ray)")
     address = RayOptions.from_mapping(cfg.env.get("ray")).cluster_address()
+    if address and (problem := ray_address_problem(address)) is not None:
+        return Check("ray (env workers)", "fail", f"ray {installed}; the Ray cluster at {address} is not reachable: "
+                     f"{problem}", "start it there (`ray start --head`), correct env.ray.address / $RAY_ADDRESS, or "
+                     "set env.ray.address=null and unset RAY_ADDRESS to start a local Ray")
     where = f"connects to the Ray cluster at {address}" if address else "starts a local Ray"
     return Check("ray (env workers)", "ok", f"ray {installed}; env.pool_mode=ray {where}")
 

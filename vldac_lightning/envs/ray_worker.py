@@ -25,7 +25,7 @@ import gymnasium as gym
 
 from .workers import call_env
 
-__all__ = ["RAY_MISSING", "RayOptions", "RayWorker", "import_ray", "init_ray"]
+__all__ = ["RAY_MISSING", "RayOptions", "RayWorker", "address_problem", "import_ray", "init_ray"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,42 @@ class RayOptions:
     def cluster_address(self) -> str | None:
         """Where the envs run: the configured address, else ``$RAY_ADDRESS``, else None (local)."""
         return self.address or os.environ.get("RAY_ADDRESS") or None
+
+
+_PROBE_TIMEOUT_S = 3.0  # a cluster address that does not answer within this is reported, not retried for minutes
+
+
+def _endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` a Ray address connects to first; None for ``auto``/``local`` (Ray finds those itself,
+    and fails fast when there is none)."""
+    if address in ("auto", "local"):
+        return None
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://").split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        host, port = rest, "10001" if client else "6379"  # Ray Client's and the GCS's default ports
+    return host.strip("[]"), int(port) if port.isdigit() else -1
+
+
+def address_problem(address: str, timeout: float = _PROBE_TIMEOUT_S) -> str | None:
+    """Why nothing answers at a Ray cluster address (one TCP connect, ``timeout`` seconds), or None.
+
+    ``ray.init`` retries an unreachable GCS for minutes before it gives up; this answers in seconds."""
+    import socket
+
+    endpoint = _endpoint(address)
+    if endpoint is None:
+        return None
+    host, port = endpoint
+    if not 0 < port < 65536:
+        return f"{address!r} has no valid port (expected host:port or ray://host:port)"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return f"nothing answers at {host}:{port} ({reason}, {timeout:g} s timeout)"
+    return None
 
 
 def import_ray() -> Any:

@@ -180,7 +180,7 @@ def _check_ray(cfg: DictConfig) -> None:
     import importlib.util
     import os
 
-    from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions
+    from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions, address_problem
 
     if importlib.util.find_spec("ray") is None:
         raise ConfigError(RAY_MISSING)
@@ -191,7 +191,13 @@ def _check_ray(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "env.ray.num_cpus") is not None:
         _number(cfg, "env.ray.num_cpus", integer=True, lo=1)
     options = RayOptions.from_mapping(OmegaConf.to_container(cfg.env.ray, resolve=True))  # type: ignore[arg-type]
-    if options.cluster_address() is None:
+    cluster = options.cluster_address()
+    if cluster is not None and (problem := address_problem(cluster)) is not None:
+        source = "env.ray.address" if options.address else "$RAY_ADDRESS"
+        raise ConfigError(f"env.pool_mode=ray: the Ray cluster {source}={cluster!r} is not reachable: {problem}. "
+                          "Start it there (`ray start --head` on that machine), correct the address, or set "
+                          "env.ray.address=null and unset RAY_ADDRESS to start a local Ray (docs/environments.md#pool-modes)")
+    if cluster is None:
         # A local Ray never grows: actors it cannot place would wait until env.reset_timeout_s.
         actors = int(cfg.env.num_envs) + int(cfg.env.eval_num_envs)  # the train and eval pools run together
         cpus = options.num_cpus or os.cpu_count() or 1
