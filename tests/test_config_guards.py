@@ -45,6 +45,9 @@ def test_nested_group_choice_in_slash_form_is_read_as_the_group_choice() -> None
     ("+trainer.max_steps=10", r"trainer\.max_steps=10 is not used"),
     ("seed=abc", r"seed='abc' must be an integer"),
     ("torch_threads=-1", r"torch_threads=-1 must be >= 1"),
+    ("optimizer.lr=nan", r"optimizer\.lr=nan must be a finite number"),  # NaN passes every range check
+    ("optimizer.lr=inf", r"optimizer\.lr=inf must be a finite number"),
+    ("algo.kl_beta=-inf", r"algo\.kl_beta=-inf must be a finite number"),
 ])
 def test_settings_that_would_do_nothing_or_crash_later_are_rejected(compose_train_cfg, override: str,
                                                                      message: str) -> None:

@@ -34,6 +34,17 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path: Path, mon
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
+def test_weights_holding_nan_or_inf_are_never_written(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "state_dict": {"head.w": torch.ones(2), "steps": torch.tensor(3)}}, target)
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(FloatingPointError, match=r"refusing to write .*last\.ckpt: 1 weight tensor.*head\.w.*optimizer\.lr"):
+            io.save_checkpoint({"global_step": 2, "state_dict": {"head.w": torch.tensor([1.0, bad])}}, target)
+    assert io.load_checkpoint(target)["global_step"] == 1  # the previous checkpoint is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 def test_loading_refuses_pickled_code(tmp_path: Path) -> None:
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": pickle.loads(pickle.dumps(Path("/etc/passwd")))}, path)

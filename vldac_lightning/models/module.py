@@ -288,6 +288,12 @@ class ActorCriticModule(L.LightningModule):
             return
         self._bad_updates = 0
         opt.step()
+        # A finite gradient times a huge learning rate can still overflow the weights: stop before
+        # anything evaluates, logs or checkpoints them (the checkpoint writer refuses them too).
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise FloatingPointError(
+                f"optimizer step {self.global_step} made trainable weights NaN/Inf (optimizer.lr="
+                f"{self.optimizer_cfg.lr}); stopping. Lower optimizer.lr; the checkpoints already written are intact.")
         opt.zero_grad(set_to_none=True)
         sched.step()
         self._iter_stats["train/grad_norm"].append(float(grad_norm))

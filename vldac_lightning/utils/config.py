@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,12 +49,16 @@ def _get(cfg: DictConfig, key: str) -> Any:
 
 
 def _number(cfg: DictConfig, key: str, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False) -> float:
+            lo_open: bool = False, allow_inf: bool = False) -> float:
     value = _get(cfg, key)
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         want = "an integer" if integer else "a number"
         raise ConfigError(f"{key}={value!r} must be {want}")
+    # NaN passes every comparison below, and an infinite rate or coefficient turns the weights into
+    # NaN/Inf a step later: both are refused here, before anything is built.
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ConfigError(f"{key}={value} must be a finite number")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ConfigError(f"{key}={value} must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and value > hi:
