@@ -48,11 +48,34 @@ def test_nested_group_choice_in_slash_form_is_read_as_the_group_choice() -> None
     ("optimizer.lr=nan", r"optimizer\.lr=nan must be a finite number"),  # NaN passes every range check
     ("optimizer.lr=inf", r"optimizer\.lr=inf must be a finite number"),
     ("algo.kl_beta=-inf", r"algo\.kl_beta=-inf must be a finite number"),
+    ("trainer.devices=2", r"trainer\.devices=2 .*starts several training processes.*trainer=ddp trainer\.devices=2"),
+    ("callbacks.evaluation.every_n_iterations=0", r"callbacks\.evaluation\.every_n_iterations=0 must be >= 1"),
+    ("callbacks.evaluation.num_episodes=0", r"callbacks\.evaluation\.num_episodes=0 must be >= 1"),
+    ("run_name=" + "x" * 4097, r"run_name is 4097 characters long; MLflow keeps at most 250"),
 ])
 def test_settings_that_would_do_nothing_or_crash_later_are_rejected(compose_train_cfg, override: str,
                                                                      message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate_config(compose_train_cfg([override]))
+
+
+def test_evaluate_refuses_a_number_of_episodes_below_one(compose_train_cfg) -> None:
+    for n in (0, -3):
+        with pytest.raises(ConfigError, match=rf"num_episodes={n} must be >= 1"):
+            validate_config(compose_train_cfg([f"num_episodes={n}"], config_name="evaluate.yaml"))
+
+
+def test_a_gpu_accelerator_without_a_gpu_is_refused_when_the_run_starts(compose_train_cfg, monkeypatch) -> None:
+    import torch
+
+    from vldac_lightning.utils.config import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train_cfg(["trainer=gpu"])
+    validate_config(cfg)  # a GPU config is valid where it is prepared
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu but no CUDA GPU is usable here.*trainer=cpu"):
+        check_accelerator(cfg)
+    check_accelerator(compose_train_cfg(["trainer=cpu"]))
 
 
 def test_a_budget_that_is_not_a_whole_number_of_rollouts_is_announced(compose_train_cfg, caplog) -> None:

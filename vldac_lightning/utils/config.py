@@ -171,6 +171,7 @@ def check_world(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer")
     if trainer is None:
         return
+    _check_devices(trainer)
     problem = split_problem(num_envs=int(_get(cfg, "env.num_envs")), rollout_steps=int(_get(cfg, "algo.rollout_steps")),
                             minibatch_size=int(_get(cfg, "algo.minibatch_size")),
                             grad_accum_steps=int(_get(cfg, "algo.grad_accum_steps")),
@@ -178,6 +179,36 @@ def check_world(cfg: DictConfig) -> None:
                             ranks=world_size_from_trainer(trainer))
     if problem is not None:
         raise ConfigError(problem)
+
+
+def _check_devices(trainer: DictConfig) -> None:
+    """Several devices need a strategy that starts one process per device (Lightning finds out later,
+    after the model loaded, in a traceback)."""
+    from vldac_lightning.utils.distributed import world_size_from_trainer
+
+    devices = trainer.get("devices", 1)
+    listed = len(devices) if OmegaConf.is_list(devices) else None
+    count = listed if listed is not None else (int(devices) if str(devices).lstrip("-").isdigit() else 1)
+    if (count > 1 or int(trainer.get("num_nodes", 1) or 1) > 1) and world_size_from_trainer(trainer) == 1:
+        raise ConfigError(f"trainer.devices={devices} (num_nodes={trainer.get('num_nodes', 1)}) starts several training "
+                          "processes, which needs a strategy that shares the rollout between them: add trainer=ddp "
+                          f"(python -m vldac_lightning.train trainer=ddp trainer.devices={devices}), or trainer=fsdp "
+                          "for models that do not fit one GPU (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp)")
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """``trainer.accelerator=gpu`` needs a usable CUDA GPU on this machine (checked when a run starts,
+    not in :func:`validate_config`: a GPU config is valid on the laptop that prepares it)."""
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
+    if accelerator not in ("gpu", "cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this torch is a CPU-only build" if torch.version.cuda is None else \
+            "CUDA sees no device: check nvidia-smi and CUDA_VISIBLE_DEVICES"
+        raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is usable here ({why}): train on the CPU "
+                          "with trainer=cpu (or trainer.accelerator=cpu), or see python -m vldac_lightning.doctor")
 
 
 def _check_ray(cfg: DictConfig) -> None:
@@ -280,3 +311,25 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "model.sampling.top_k", integer=True, lo=0)
     _number(cfg, "model.sampling.top_p", lo=0, lo_open=True, hi=1)
     _number(cfg, "model.sampling.max_new_tokens", integer=True, lo=1)
+    _check_run_outputs(cfg)
+
+
+# MLflow keeps run names up to this length; a longer one (or a path part over 255 bytes) fails late.
+MAX_RUN_NAME = 250
+
+
+def _check_run_outputs(cfg: DictConfig) -> None:
+    """Evaluation, sample and checkpoint cadences, episode counts and the run name (train and evaluate)."""
+    if cfg.get("callbacks") is not None:  # train
+        for key in ("callbacks.evaluation.every_n_iterations", "callbacks.samples.every_n_iterations",
+                    "callbacks.model_checkpoint.every_n_iterations"):
+            if OmegaConf.select(cfg, key) is not None:
+                _number(cfg, key, integer=True, lo=1)  # iterations between two; 0 is not "never"
+        if OmegaConf.select(cfg, "callbacks.evaluation.num_episodes") is not None:
+            _number(cfg, "callbacks.evaluation.num_episodes", integer=True, lo=1)
+    if "num_episodes" in cfg:  # evaluate
+        _number(cfg, "num_episodes", integer=True, lo=1)
+    name = cfg.get("run_name")
+    if name is not None and len(str(name)) > MAX_RUN_NAME:
+        raise ConfigError(f"run_name is {len(str(name))} characters long; MLflow keeps at most {MAX_RUN_NAME}: "
+                          "shorten it (or leave run_name unset: it is built from the overrides)")
