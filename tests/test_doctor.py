@@ -252,6 +252,17 @@ def test_an_unknown_choice_fails_with_the_valid_ones(capsys: pytest.CaptureFixtu
     assert check["status"] == "fail" and "gym_cards/ezpoints" in check["detail"]
 
 
+@pytest.mark.parametrize(("override", "message"), [
+    ("+algo.kl_bata=1", "algo.kl_bata (did you mean algo.kl_beta?)"),
+    ("algo.minibatch_size=0", "algo.minibatch_size=0 must be >= 1"),
+])
+def test_a_config_train_refuses_fails_the_doctor_too(override: str, message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", override]) == 1
+    config = json.loads(capsys.readouterr().out)["checks"][0]
+    assert config["name"] == "config" and config["status"] == "fail" and message in config["detail"]
+
+
 def test_the_cli_runs_on_this_machine(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "VLDAC_ROOT")}
     env.update(PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
