@@ -22,8 +22,8 @@ import pytest
 from tests.envs import faulty
 from tests.envs import test_pool as pool_tests
 from tests.envs import test_pool_healing as healing_tests
-from vldac_lightning.envs.pool import EnvPool, EnvPoolError, episode_seed, train_seeds
 from vldac_lightning.envs import ray_worker
+from vldac_lightning.envs.pool import EnvPool, EnvPoolError, episode_seed, train_seeds
 from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions, RayWorker, init_ray
 from vldac_lightning.utils.config import ConfigError, validate_config
 
