@@ -195,9 +195,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float | None:
-    from vldac_lightning.utils.config import exit_on_config_error
+    from vldac_lightning.utils.config import exit_on_config_error, in_multirun
 
-    with exit_on_config_error():
+    with exit_on_config_error(keep_going=in_multirun()):
         return evaluate(cfg).get("eval/success_rate")
 
 

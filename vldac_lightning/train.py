@@ -252,10 +252,10 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sweep metric (``optimized_metric``): a finite float, or None
     (with an error logged) when the run did not produce it."""
-    from vldac_lightning.utils.config import exit_on_config_error
+    from vldac_lightning.utils.config import exit_on_config_error, in_multirun
     from vldac_lightning.utils.sweep_records import objective
 
-    with exit_on_config_error():
+    with exit_on_config_error(keep_going=in_multirun()):
         metrics, _ = train(cfg)
     name = cfg.get("optimized_metric")
     return objective(metrics, str(name)) if name else None

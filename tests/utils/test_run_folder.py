@@ -84,3 +84,24 @@ def test_train_refuses_a_folder_with_checkpoints_before_the_model_loads(
     assert time.monotonic() - started < 30
     assert (ckpts / "last.ckpt").read_bytes() == b"an earlier run's checkpoint"
     assert sorted(p.name for p in ckpts.glob("*.ckpt")) == ["last.ckpt"]
+
+
+def test_an_unwritable_log_dir_is_one_config_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Hydra's own mkdir failure is ~33 lines of chained tracebacks; the callback answers first."""
+    from omegaconf import OmegaConf
+
+    from vldac_lightning.utils.run_folder import RunFolderCheck
+
+    (tmp_path / "a_file").write_text("")
+    config = OmegaConf.create({"paths": {"log_dir": str(tmp_path / "a_file" / "logs")},
+                               "hydra": {"run": {"dir": "${paths.log_dir}/train/runs/2026"},
+                                         "sweep": {"dir": "${paths.log_dir}/train/multiruns/2026"}}})
+    for start in (RunFolderCheck().on_run_start, RunFolderCheck().on_multirun_start):
+        with pytest.raises(SystemExit) as exited:
+            start(config)
+        assert exited.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("Config error: runs are written under ")
+        assert "a part of the path is a file" in err and "paths.log_dir=/a/writable/folder" in err
+    RunFolderCheck().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "ok" / "run")}}}))
+    assert (tmp_path / "ok").is_dir() and not (tmp_path / "ok" / "run").exists()

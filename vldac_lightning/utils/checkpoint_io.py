@@ -59,6 +59,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)  # atomic on POSIX within one filesystem
+        except OSError as exc:  # a full disk: name the checkpoint (torch's error names no file)
+            Path(tmp).unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(target)) from exc
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -7,6 +7,7 @@ model is loaded or simulator started.
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
 import math
 import sys
@@ -29,15 +30,56 @@ class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type, or out of range."""
 
 
+# Errors writing a run's files that the user fixes by freeing space or choosing another folder.
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                 errno.EPERM: "operation not permitted", errno.ENAMETOOLONG: "file name too long",
+                 errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+def write_error_message(exc: OSError) -> str | None:
+    """One line for an error writing the run's files (disk full, read-only, too long), or None."""
+    reason = _WRITE_ERRNOS.get(exc.errno or -1)
+    if reason is None:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    return (f"cannot write{where}: {reason}. Free space there, or write elsewhere with paths.log_dir=/a/writable/folder "
+            "(or VLDAC_ROOT); checkpoints written before are intact (docs/troubleshooting.md#files-and-disks)")
+
+
 @contextmanager
-def exit_on_config_error() -> Iterator[None]:
-    """In a command-line entry point: a :class:`ConfigError` is the user's to fix, so print its
-    message alone (no traceback) and exit with status 2, as argparse does for bad arguments."""
+def exit_on_config_error(keep_going: bool = False) -> Iterator[None]:
+    """In a command-line entry point: a :class:`ConfigError` (or an error writing the run's files) is the
+    user's to fix, so print its message alone (no traceback) and exit with status 2 (1 for a write error).
+
+    ``keep_going``: in a multirun job the message is printed and the error raised on, so the launcher
+    records this job as failed and runs the others (an exit would end the whole sweep)."""
     try:
         yield
     except ConfigError as exc:
         print(f"Config error: {exc}", file=sys.stderr, flush=True)
+        if keep_going:
+            raise
         raise SystemExit(2) from None
+    except OSError as exc:
+        message = write_error_message(exc)
+        if message is None:
+            raise
+        print(f"Error: {message}", file=sys.stderr, flush=True)
+        if keep_going:
+            raise
+        raise SystemExit(1) from None
+
+
+def in_multirun() -> bool:
+    """Running as one job of a Hydra multirun (``-m``)?"""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return bool(HydraConfig.get().mode == RunMode.MULTIRUN)
+    except (ImportError, ValueError):  # not under Hydra
+        return False
 
 
 def _get(cfg: DictConfig, key: str) -> Any:

@@ -12,15 +12,20 @@ See docs/troubleshooting.md ("Run folders").
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
 from vldac_lightning.utils.config import ConfigError
 
-__all__ = ["RUN_LOCK", "WRITER_LOCK", "claim_run_folder", "launcher_rank"]
+__all__ = ["RUN_LOCK", "WRITER_LOCK", "RunFolderCheck", "claim_run_folder", "launcher_rank"]
 
 log = logging.getLogger(__name__)
 
@@ -101,3 +106,32 @@ def claim_run_folder(output_dir: str | Path, ckpt_dir: str | Path | None, resume
                 f"writers{f', ckpt_path={resume_from}' if resume_from else ''}); wait for it to end, or start a new "
                 "run without ckpt_path"))
         yield
+
+
+class RunFolderCheck(Callback):
+    """Hydra callback (conf/hydra/default.yaml), first of all: the folder runs are written under must be
+    creatable and writable, else one ``Config error`` line (Hydra's own failure is a page of chained
+    tracebacks from ``mkdir``), before a sweep's MLflow parent run is created."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "run")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "sweep")
+
+    @staticmethod
+    def _check(config: DictConfig, mode: str) -> None:
+        from vldac_lightning.utils.config import ConfigError, exit_on_config_error, write_error_message
+
+        # The parent of hydra.run.dir / hydra.sweep.dir: their own names hold a timestamp Hydra resolves again.
+        parent = Path(str(OmegaConf.select(config, f"hydra.{mode}.dir"))).absolute().parent
+        log_dir = OmegaConf.select(config, "paths.log_dir", default=None)
+        with exit_on_config_error():
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+                if not os.access(parent, os.W_OK):
+                    raise PermissionError(errno.EACCES, "permission denied", str(parent))
+            except OSError as exc:
+                reason = (write_error_message(exc) or str(exc)).split(". Free space", 1)[0]
+                raise ConfigError(f"runs are written under {parent} (paths.log_dir={log_dir}), but {reason}. Write "
+                                  "them elsewhere: paths.log_dir=/a/writable/folder (or VLDAC_ROOT=...)") from None
