@@ -253,10 +253,17 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sweep metric (``optimized_metric``): a finite float, or None
     (with an error logged) when the run did not produce it."""
     from vldac_lightning.utils.config import exit_on_config_error, in_multirun
+    from vldac_lightning.utils.interrupt import StoppedBySignal
     from vldac_lightning.utils.sweep_records import objective
 
-    with exit_on_config_error(keep_going=in_multirun()):
-        metrics, _ = train(cfg)
+    try:
+        with exit_on_config_error(keep_going=in_multirun()):
+            metrics, _ = train(cfg)
+    except StoppedBySignal as stop:  # a SystemExit: Hydra's launcher never sees this job end
+        from vldac_lightning.utils.mlflow_sweep import record_stopped_job
+
+        record_stopped_job(int(stop.code))
+        raise
     name = cfg.get("optimized_metric")
     return objective(metrics, str(name)) if name else None
 
@@ -269,6 +276,9 @@ def cli() -> None:
     try:
         run_cli(main)
     except StoppedBySignal as stop:  # all saved and reported: leave without the slow teardown
+        from vldac_lightning.utils.mlflow_sweep import finish_stopped_sweeps
+
+        finish_stopped_sweeps(int(stop.code))  # a sweep's parent run and job table (atexit will not run)
         exit_now(int(stop.code))
 
 
