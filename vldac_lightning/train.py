@@ -24,7 +24,7 @@ def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
     run without ``run_name`` is named from the job's overrides (``default_run_name``); a multirun
     job's new run is nested under the sweep's parent run (``job_logger_tags``)."""
     from vldac_lightning.utils.mlflow_sweep import job_logger_tags
-    from vldac_lightning.utils.mlflow_utils import default_run_name
+    from vldac_lightning.utils.mlflow_utils import artifact_location, default_run_name
 
     loggers = []
     for _name, logger_cfg in (cfg.get("logger") or {}).items():
@@ -32,6 +32,7 @@ def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
             log.info("Instantiating logger <%s>", logger_cfg._target_)
             extra: dict[str, Any] = {}
             if str(logger_cfg._target_).endswith("MLFlowLogger"):
+                extra["artifact_location"] = artifact_location(logger_cfg)
                 if run_id:
                     extra["run_id"] = run_id
                 elif logger_cfg.get("run_name") is None:

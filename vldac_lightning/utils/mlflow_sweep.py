@@ -96,7 +96,7 @@ class SweepParentRun(Callback):
         from mlflow import MlflowClient
 
         from vldac_lightning.utils.config import ConfigError
-        from vldac_lightning.utils.mlflow_utils import check_tracking_store
+        from vldac_lightning.utils.mlflow_utils import artifact_location, check_tracking_store
         from vldac_lightning.utils.resilient_mlflow import (
             EXPERIMENT_KIND_TAG,
             MODEL_TRAINING_KIND,
@@ -112,7 +112,7 @@ class SweepParentRun(Callback):
             experiment = client.get_experiment_by_name(str(node.experiment_name))
             if experiment is None:
                 experiment_id = client.create_experiment(str(node.experiment_name),
-                                                         artifact_location=node.get("artifact_location"))
+                                                         artifact_location=artifact_location(node))
                 kind = node.get("experiment_kind", MODEL_TRAINING_KIND)
                 if kind:
                     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, str(kind))

@@ -38,6 +38,21 @@ def mlflow_logger_cfg(cfg: DictConfig) -> DictConfig | None:
     return node if node is not None and "_target_" in node else None
 
 
+def artifact_location(node: DictConfig) -> str | None:
+    """Where a new experiment's artifacts go: ``logger.mlflow.artifact_location`` when set; else beside a
+    sqlite store (``<db folder>/artifacts``), or the server's own root for an http(s) store (None).
+
+    Never under one run's ``paths.log_dir``: every later run in a shared store inherits the experiment's
+    location, so deleting that run's folder would delete other runs' artifacts."""
+    configured = node.get("artifact_location")
+    if configured:
+        return str(configured)
+    uri = str(node.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent / "artifacts")
+    return None
+
+
 @contextmanager
 def _environ(**values: str) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
