@@ -68,7 +68,7 @@ def test_evaluate_refuses_a_number_of_episodes_below_one(compose_train_cfg) -> N
 def test_a_gpu_accelerator_without_a_gpu_is_refused_when_the_run_starts(compose_train_cfg, monkeypatch) -> None:
     import torch
 
-    from vldac_lightning.utils.config import check_accelerator
+    from vldac_lightning.utils.preflight import check_accelerator
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = compose_train_cfg(["trainer=gpu"])

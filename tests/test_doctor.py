@@ -189,7 +189,7 @@ def test_alfworld_data(compose, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 def test_a_missing_browser_is_a_warning_with_the_install_command(compose, monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
-    monkeypatch.setattr(doctor, "find_browser", lambda: None)
+    monkeypatch.setattr(doctor, "find_browser", lambda executable=None: None)
     check = doctor.check_webshop_browser(compose())
     assert check.status == "warn" and "only needed for env=webshop" in check.detail
     assert "apt-get install -y --no-install-recommends chromium" in check.fix
@@ -198,12 +198,18 @@ def test_a_missing_browser_is_a_warning_with_the_install_command(compose, monkey
     monkeypatch.undo()
     fake = tmp_path / "bin" / "chromium-browser"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\n")
+    fake.write_text("#!/bin/sh\necho 'Chromium 140.0 built on Debian'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
     found = doctor.find_browser()
     assert found == str(fake)
     assert doctor.check_webshop_browser(compose()).status == "ok"
+
+
+def test_a_binary_that_is_not_chromium_fails_the_browser_check(compose) -> None:
+    check = doctor.check_webshop_browser(compose("env=webshop", "env.env_kwargs.browser_executable=/bin/false"))
+    assert check.status == "fail" and "/bin/false is not a working Chromium" in check.detail
+    assert "browser_executable" in check.fix
 
 
 def test_ray_is_checked_for_pool_mode_ray(compose, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -125,8 +125,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     The metrics are printed and written to a JSON file before MLflow is touched, so a tracking
     outage costs nothing but the MLflow record."""
     from vldac_lightning.utils.config import ConfigError, validate_config
+    from vldac_lightning.utils.preflight import preflight
 
     validate_config(cfg)
+    preflight(cfg)
 
     import lightning as L
     from omegaconf import OmegaConf

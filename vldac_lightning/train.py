@@ -64,10 +64,11 @@ def build_callbacks(cfg: DictConfig, steps_per_iteration: int) -> list[Any]:
 
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one training job; returns (final metrics, the objects built)."""
-    from vldac_lightning.utils.config import check_accelerator, validate_config
+    from vldac_lightning.utils.config import validate_config
+    from vldac_lightning.utils.preflight import preflight
 
     validate_config(cfg)  # before any model is loaded or simulator started
-    check_accelerator(cfg)
+    preflight(cfg)  # the GPU or browser the config asks for
     from vldac_lightning.utils.mlflow_utils import check_tracking_store
 
     check_tracking_store(cfg)  # an unusable MLflow store fails here, in seconds

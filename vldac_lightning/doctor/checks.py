@@ -47,14 +47,21 @@ class Check:
 
 
 # --------------------------------------------------------------------------------------- probes
-def find_browser() -> str | None:
+def find_browser(executable: str | None = None) -> str | None:
     """The Chromium/Chrome executable WebShop will drive (the env's own lookup), or None."""
     from vldac_lightning.envs.webshop.browser import find_chromium
 
     try:
-        return find_chromium()
+        return find_chromium(executable)
     except FileNotFoundError:
         return None
+
+
+def browser_problem(executable: str) -> str | None:
+    """Why ``executable`` is not a working Chromium (the check ``train`` runs first), or None."""
+    from vldac_lightning.envs.webshop.browser import chromium_problem
+
+    return chromium_problem(executable)
 
 
 def cuda_devices() -> list[tuple[str, int, int]]:
@@ -234,10 +241,16 @@ def check_webshop_browser(cfg: DictConfig) -> Check:
     from vldac_lightning.envs.registry import missing_requirement
     from vldac_lightning.envs.webshop.browser import APT_LINE
 
-    browser, packages = find_browser(), missing_requirement("webshop/WebShop-v0")
+    needed = _env_id(cfg).startswith("webshop/")
+    configured = cfg.env.get("env_kwargs", {}).get("browser_executable") if needed else None
+    browser, packages = find_browser(configured), missing_requirement("webshop/WebShop-v0")
+    status, note = _failure(needed, "webshop")
+    problem = browser_problem(browser) if browser else None
+    if problem is not None:
+        return Check("webshop (browser)", status, problem.split("; point")[0] + note,
+                     f"set env.env_kwargs.browser_executable (or VLDAC_CHROMIUM) to a Chromium/Chrome binary, or {APT_LINE}")
     if browser and packages is None:
         return Check("webshop (browser)", "ok", f"{browser}; playwright, flask, rank_bm25 import")
-    status, note = _failure(_env_id(cfg).startswith("webshop/"), "webshop")
     if browser is None:
         return Check("webshop (browser)", status, "no Chromium found" + note,
                      f"{APT_LINE} (or bash scripts/setup.sh as root); or set VLDAC_CHROMIUM=/path/to/chromium")

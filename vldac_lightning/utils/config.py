@@ -238,21 +238,6 @@ def _check_devices(trainer: DictConfig) -> None:
                           "for models that do not fit one GPU (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp)")
 
 
-def check_accelerator(cfg: DictConfig) -> None:
-    """``trainer.accelerator=gpu`` needs a usable CUDA GPU on this machine (checked when a run starts,
-    not in :func:`validate_config`: a GPU config is valid on the laptop that prepares it)."""
-    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator") or "auto")
-    if accelerator not in ("gpu", "cuda"):
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        why = "this torch is a CPU-only build" if torch.version.cuda is None else \
-            "CUDA sees no device: check nvidia-smi and CUDA_VISIBLE_DEVICES"
-        raise ConfigError(f"trainer.accelerator={accelerator} but no CUDA GPU is usable here ({why}): train on the CPU "
-                          "with trainer=cpu (or trainer.accelerator=cpu), or see python -m vldac_lightning.doctor")
-
-
 def _check_ray(cfg: DictConfig) -> None:
     """``env.pool_mode=ray``: Ray is installed, ``env.ray`` is valid, and a local Ray can place every env actor."""
     import importlib.util
