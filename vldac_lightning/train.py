@@ -168,6 +168,15 @@ def _train_in_folder(cfg: DictConfig, current: dict[str, Any],
             if trainer.is_global_zero:
                 _report_stop(trainer, loggers, interrupt.saved_path, stop.signum)
             raise StoppedBySignal(stop.exit_code) from None
+        except KeyboardInterrupt:
+            # A second Ctrl-C while stopping (handle_signals lets it through at once): whatever Lightning
+            # was doing (the stop checkpoint, closing the MLflow run) is cut short; still close the run.
+            if not stop.requested:
+                raise
+            interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
+            if trainer.is_global_zero:
+                _report_stop(trainer, loggers, interrupt.saved_path, stop.signum, forced=True)
+            raise StoppedBySignal(stop.exit_code) from None
 
     evaluation = next(c for c in callbacks if isinstance(c, PeriodicEvaluation))
     metrics = dict(evaluation.history[-1][1]) if evaluation.history else {}
@@ -224,10 +233,14 @@ def resume_command(ckpt: str, overrides: list[str] | None = None) -> str:
                      shlex.quote(f"ckpt_path={hydra_quoted(ckpt)}")])
 
 
-def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: int | None) -> None:
-    """After a stop signal: mark the MLflow run KILLED and tell the user how to resume."""
+def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: int | None, forced: bool = False) -> None:
+    """After a stop signal: mark the MLflow run KILLED and tell the user how to resume (``forced``: a
+    second Ctrl-C cut the stop short, maybe before its checkpoint was written)."""
     import signal
     from pathlib import Path
+
+    if forced:  # a third Ctrl-C must not cut this short too: it takes a second
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     for logger in loggers:
         experiment, run_id = getattr(logger, "experiment", None), getattr(logger, "run_id", None)
@@ -241,7 +254,8 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
     if last is None and ckpt_cb is not None and ckpt_cb.last_model_path:  # this run's own, never a neighbour's
         last = ckpt_cb.last_model_path if Path(ckpt_cb.last_model_path).exists() else None
     name = signal.Signals(signum).name if signum else "a signal"
-    lines = [f"Stopped by {name} at optimizer step {trainer.global_step}."]
+    lines = [f"Stopped by {name} at optimizer step {trainer.global_step}"
+             + (" (a second Ctrl-C cut the stop short)." if forced else ".")]
     if last is None:
         lines.append("No checkpoint was written yet: a new run starts from scratch.")
     else:

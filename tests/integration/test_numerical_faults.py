@@ -111,3 +111,53 @@ def test_weights_that_overflow_stop_the_run_and_are_never_checkpointed(tmp_path:
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.search_runs([client.get_experiment_by_name("vldac_lightning").experiment_id])[0]
     assert run.info.status == "FAILED"
+
+
+def test_a_second_ctrl_c_while_stopping_still_closes_the_mlflow_run(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C, then Ctrl-C again while the stop checkpoint is being written: the second one cut Lightning's
+    shutdown short and left the MLflow run RUNNING."""
+    import os
+    import signal
+
+    import mlflow
+
+    from vldac_lightning.callbacks.interrupt import InterruptCheckpoint
+    from vldac_lightning.train import train
+    from vldac_lightning.utils.interrupt import StoppedBySignal, stop_request
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    real_step, steps = torch.optim.Adam.step, {"n": 0}
+
+    def step(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[no-untyped-def]
+        steps["n"] += 1
+        if steps["n"] == 4:  # the first Ctrl-C, at the end of iteration 1 (iteration 0's checkpoint exists)
+            stop_request.request(signal.SIGINT)
+        return real_step(self, *args, **kwargs)
+
+    real_on_exception = InterruptCheckpoint.on_exception
+
+    def impatient(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[no-untyped-def]
+        os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the stop checkpoint is being written
+        real_on_exception(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    monkeypatch.setattr(InterruptCheckpoint, "on_exception", impatient)
+    cfg = compose_config(["debug=smoke", "env.max_episode_steps=3", "algo.total_env_steps=32"],
+                         log_dir=tmp_path / "logs", output_dir=tmp_path / "out")
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(StoppedBySignal) as stopped:
+            train(cfg)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        reset_hydra()
+    assert stopped.value.code == 128 + signal.SIGINT
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.search_runs([client.get_experiment_by_name("vldac_lightning").experiment_id])[0]
+    assert run.info.status == "KILLED"
+    out = capsys.readouterr().out
+    assert "Stopped by SIGINT at optimizer step 4 (a second Ctrl-C cut the stop short)." in out
+    assert "Resume with: python -m vldac_lightning.train" in out and "step2.ckpt" not in out  # its last.ckpt
