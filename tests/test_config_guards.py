@@ -121,3 +121,13 @@ def test_local_weights_folder_must_hold_a_checkpoint(tmp_path: Path) -> None:
         check_pretrained_available(OmegaConf.create({"name_or_path": str(tmp_path), "local_files_only": True}))
     (tmp_path / "config.json").write_text("{}")
     assert check_pretrained_available(OmegaConf.create({"name_or_path": str(tmp_path), "local_files_only": False}))
+
+
+def test_max_new_tokens_beyond_the_models_context_is_refused(compose_train_cfg) -> None:
+    from vldac_lightning.models.module import ActorCriticModule
+
+    cfg = compose_train_cfg(["model.sampling.max_new_tokens=5000"])  # the tiny model's context: 4096
+    module = ActorCriticModule(cfg.model, cfg.algo, cfg.optimizer, optimizer_steps_per_iteration=1, num_iterations=1)
+    with pytest.raises(ConfigError, match=r"model\.sampling\.max_new_tokens=5000 does not fit this model's context "
+                                          r"of 4096 tokens"):
+        module.configure_model()
