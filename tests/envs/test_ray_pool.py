@@ -263,3 +263,34 @@ def test_an_unreachable_cluster_address_fails_in_seconds(compose_train_cfg: Any,
     assert check.status == "fail" and address in check.detail and "ray start --head" in check.fix
     assert time.monotonic() - started < 20
     assert ray_worker._endpoint("ray://head") == ("head", 10001) and ray_worker._endpoint("auto") is None
+
+
+def test_a_local_ray_starts_with_token_auth_and_old_rays_are_refused(compose_train_cfg: Any, ray_spec: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's ports listen on every interface: token auth (Ray >= 2.52) is what stops a stranger."""
+    import importlib.metadata
+
+    started: list[dict[str, Any]] = []
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
+        @staticmethod
+        def init(**kwargs: Any) -> None:
+            started.append({**kwargs, "auth": os.environ.get("RAY_AUTH_MODE")})
+
+    monkeypatch.setattr(ray_worker, "import_ray", lambda: FakeRay)
+    monkeypatch.setitem(sys.modules, "ray", FakeRay)  # type: ignore[arg-type]
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    init_ray(RayOptions())
+    assert started[-1]["address"] == "local" and started[-1]["auth"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's explicit choice is kept (with a warning)
+    init_ray(RayOptions())
+    assert started[-1]["auth"] == "disabled"
+
+    ray_spec(True)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.51.0" if name == "ray" else "1.0")
+    with pytest.raises(ConfigError, match=r"Ray 2.51.0 has no token authentication \(Ray >= 2.52\).*ray>=2.52,<3"):
+        validate_config(compose_train_cfg(["env.pool_mode=ray"]))

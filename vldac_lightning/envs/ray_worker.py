@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,7 +26,8 @@ import gymnasium as gym
 
 from .workers import call_env
 
-__all__ = ["RAY_MISSING", "RayOptions", "RayWorker", "address_problem", "import_ray", "init_ray"]
+__all__ = ["MIN_RAY_VERSION", "RAY_MISSING", "RayOptions", "RayWorker", "address_problem", "import_ray", "init_ray",
+           "require_token_auth"]
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +107,41 @@ def import_ray() -> Any:
     return ray
 
 
+MIN_RAY_VERSION = (2, 52)  # the first Ray with token authentication (RAY_AUTH_MODE=token)
+AUTH_MODE_VAR = "RAY_AUTH_MODE"
+
+
+def require_token_auth() -> None:
+    """Before a local Ray starts: switch on Ray's token authentication unless the user chose a mode.
+
+    Ray's GCS, raylet and workers listen on every interface (no Ray setting binds them to loopback);
+    with token auth (Ray >= 2.52, off by default in some versions) a process without the token that
+    ``ray.init`` writes to ``~/.ray/auth_token`` cannot submit work (docs/environments.md#pool-modes)."""
+    mode = os.environ.get(AUTH_MODE_VAR)
+    if mode is None:
+        os.environ[AUTH_MODE_VAR] = "token"  # inherited by the Ray processes this process starts
+        if "ray" in sys.modules:  # Ray read its config at import: refresh it, as Ray's own default-on path does
+            try:
+                from ray._raylet import Config
+
+                Config.initialize("")
+            except Exception as exc:  # noqa: BLE001 - a Ray without it: the GCS then refuses this driver, loudly
+                log.warning("Could not refresh Ray's config after setting %s=token: %s", AUTH_MODE_VAR, exc)
+    elif mode.lower() != "token":
+        log.warning("%s=%s: the local Ray for the env workers accepts work from anyone who can reach this machine's "
+                    "Ray ports (they listen on every interface); unset it to use token authentication",
+                    AUTH_MODE_VAR, mode)
+
+
 def init_ray(options: RayOptions) -> Any:
     """Start or join Ray once per process (a Ray the caller already started is used as it is)."""
+    address = options.cluster_address()
+    loaded = sys.modules.get("ray")
+    if address is None and not (loaded is not None and loaded.is_initialized()):
+        require_token_auth()  # before Ray is imported where possible: it reads the mode then
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    address = options.cluster_address()
     # The dashboard is a web server we never use; worker output (env warnings, tracebacks) is
     # forwarded to this process's log so a failing env is visible where the run is watched.
     common = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True}

@@ -238,6 +238,24 @@ def _check_devices(trainer: DictConfig) -> None:
                           "for models that do not fit one GPU (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp)")
 
 
+def _check_ray_version() -> None:
+    """Ray older than 2.52 has no token authentication: its ports (every interface) accept anyone."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from vldac_lightning.envs.ray_worker import MIN_RAY_VERSION
+
+    try:
+        installed = version("ray")
+    except PackageNotFoundError:  # found by find_spec but not installed as a distribution: cannot tell
+        return
+    parts = tuple(int(p) for p in installed.split(".")[:2] if p.isdigit())
+    if parts < MIN_RAY_VERSION:
+        floor = ".".join(map(str, MIN_RAY_VERSION))
+        raise ConfigError(f"env.pool_mode=ray: Ray {installed} has no token authentication (Ray >= {floor}), so anyone "
+                          f"who reaches this machine's Ray ports could run code: pip install 'ray>={floor},<3' (or "
+                          "pip install 'vldac_lightning[ray]')")
+
+
 def _check_ray(cfg: DictConfig) -> None:
     """``env.pool_mode=ray``: Ray is installed, ``env.ray`` is valid, and a local Ray can place every env actor."""
     import importlib.util
@@ -247,6 +265,7 @@ def _check_ray(cfg: DictConfig) -> None:
 
     if importlib.util.find_spec("ray") is None:
         raise ConfigError(RAY_MISSING)
+    _check_ray_version()
     address = OmegaConf.select(cfg, "env.ray.address")
     if address is not None and not isinstance(address, str):
         raise ConfigError(f"env.ray.address={address!r} must be a Ray address (\"auto\", \"ray://host:10001\") or null")
