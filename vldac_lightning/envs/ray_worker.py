@@ -116,7 +116,7 @@ def require_token_auth() -> None:
 
     Ray's GCS, raylet and workers listen on every interface (no Ray setting binds them to loopback);
     with token auth (Ray >= 2.52, off by default in some versions) a process without the token that
-    ``ray.init`` writes to ``~/.ray/auth_token`` cannot submit work (docs/environments.md#pool-modes)."""
+    ``ray.init`` writes to ``~/.ray/auth_token`` cannot submit work (docs/troubleshooting.md#ray-env-workers-envpool_moderay)."""
     mode = os.environ.get(AUTH_MODE_VAR)
     if mode is None:
         os.environ[AUTH_MODE_VAR] = "token"  # inherited by the Ray processes this process starts

@@ -7,7 +7,7 @@ it holds an advisory lock there, and one on its checkpoint folder and on the fol
 it resumes (both stand for one MLflow run), so a second concurrent run or resume is refused within seconds instead of
 interleaving ``train.log`` or logging duplicate points. Locks are ``flock`` locks: the kernel drops
 them when the process dies, even by SIGKILL, so a crash never leaves a stale lock behind.
-See docs/troubleshooting.md ("Run folders").
+See docs/troubleshooting.md#run-folders.
 """
 
 from __future__ import annotations
