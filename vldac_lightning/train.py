@@ -82,7 +82,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from omegaconf import OmegaConf
 
     from vldac_lightning.utils.resume import find_matching_last
-    from vldac_lightning.utils.run_folder import claim_run_folder, launcher_rank
+    from vldac_lightning.utils.run_folder import claim_run_folder, first_process
 
     current = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(current, dict)
@@ -91,7 +91,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         ckpt_path = find_matching_last(cfg.paths.log_dir, current)
     # Rank 0 claims the run folder; the ranks a DDP launcher starts later share it.
     guard = claim_run_folder(cfg.paths.output_dir, cfg.callbacks.model_checkpoint.dirpath,
-                             str(ckpt_path) if ckpt_path else None) if launcher_rank() == 0 else nullcontext()
+                             str(ckpt_path) if ckpt_path else None) if first_process() else nullcontext()
     with guard:
         return _train_in_folder(cfg, current, str(ckpt_path) if ckpt_path else None)
 

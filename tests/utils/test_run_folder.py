@@ -105,3 +105,16 @@ def test_an_unwritable_log_dir_is_one_config_error_line(tmp_path: Path, capsys: 
         assert "a part of the path is a file" in err and "paths.log_dir=/a/writable/folder" in err
     RunFolderCheck().on_run_start(OmegaConf.create({"hydra": {"run": {"dir": str(tmp_path / "ok" / "run")}}}))
     assert (tmp_path / "ok").is_dir() and not (tmp_path / "ok" / "run").exists()
+
+
+@pytest.mark.parametrize(("var", "value", "first"), [("LOCAL_RANK", "1", False), ("NODE_RANK", "2", False),
+                                                     ("SLURM_PROCID", "3", False), ("LOCAL_RANK", "0", True)])
+def test_only_the_first_process_claims_the_folder(monkeypatch: pytest.MonkeyPatch, var: str, value: str,
+                                                  first: bool) -> None:
+    """DDP's launcher re-runs the command for ranks > 0 with the same folder: they must not be refused."""
+    from vldac_lightning.utils.run_folder import first_process
+
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(var, value)
+    assert first_process() is first

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vldac_lightning.utils.config import ConfigError
 
-__all__ = ["RUN_LOCK", "WRITER_LOCK", "RunFolderCheck", "claim_run_folder", "launcher_rank"]
+__all__ = ["RUN_LOCK", "WRITER_LOCK", "RunFolderCheck", "claim_run_folder", "first_process"]
 
 log = logging.getLogger(__name__)
 
@@ -35,16 +35,14 @@ RUN_LOCK = ".vldac-run.lock"  # in the run's output folder: held by the run writ
 WRITER_LOCK = ".vldac-writer.lock"
 
 
-def launcher_rank() -> int:
-    """This process's rank as a launcher set it before ``torch.distributed`` starts (0 when alone).
+def first_process() -> bool:
+    """This process is rank 0 as a launcher set it up before ``torch.distributed`` starts.
 
-    Lightning's DDP launcher re-runs the command for ranks > 0 with the same run folder; only rank 0
-    checks and locks it."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK"):
-        value = os.environ.get(var, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    return 0
+    Lightning's DDP launcher re-runs the command for the other ranks (``LOCAL_RANK``/``NODE_RANK``)
+    with the same run folder; only rank 0 checks and locks it."""
+    from vldac_lightning.utils.sweep_records import job_rank_is_zero
+
+    return job_rank_is_zero() and all(os.environ.get(v, "0") in ("", "0") for v in ("LOCAL_RANK", "NODE_RANK"))
 
 
 @contextmanager
