@@ -45,11 +45,37 @@ def test_nested_group_choice_in_slash_form_is_read_as_the_group_choice() -> None
     ("+trainer.max_steps=10", r"trainer\.max_steps=10 is not used"),
     ("seed=abc", r"seed='abc' must be an integer"),
     ("torch_threads=-1", r"torch_threads=-1 must be >= 1"),
+    ("optimizer.lr=nan", r"optimizer\.lr=nan must be a finite number"),  # NaN passes every range check
+    ("optimizer.lr=inf", r"optimizer\.lr=inf must be a finite number"),
+    ("algo.kl_beta=-inf", r"algo\.kl_beta=-inf must be a finite number"),
+    ("trainer.devices=2", r"trainer\.devices=2 .*starts several training processes.*trainer=ddp trainer\.devices=2"),
+    ("callbacks.evaluation.every_n_iterations=0", r"callbacks\.evaluation\.every_n_iterations=0 must be >= 1"),
+    ("callbacks.evaluation.num_episodes=0", r"callbacks\.evaluation\.num_episodes=0 must be >= 1"),
+    ("run_name=" + "x" * 4097, r"run_name is 4097 characters long; MLflow keeps at most 250"),
 ])
 def test_settings_that_would_do_nothing_or_crash_later_are_rejected(compose_train_cfg, override: str,
                                                                      message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate_config(compose_train_cfg([override]))
+
+
+def test_evaluate_refuses_a_number_of_episodes_below_one(compose_train_cfg) -> None:
+    for n in (0, -3):
+        with pytest.raises(ConfigError, match=rf"num_episodes={n} must be >= 1"):
+            validate_config(compose_train_cfg([f"num_episodes={n}"], config_name="evaluate.yaml"))
+
+
+def test_a_gpu_accelerator_without_a_gpu_is_refused_when_the_run_starts(compose_train_cfg, monkeypatch) -> None:
+    import torch
+
+    from vldac_lightning.utils.preflight import check_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = compose_train_cfg(["trainer=gpu"])
+    validate_config(cfg)  # a GPU config is valid where it is prepared
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator=gpu but no CUDA GPU is usable here.*trainer=cpu"):
+        check_accelerator(cfg)
+    check_accelerator(compose_train_cfg(["trainer=cpu"]))
 
 
 def test_a_budget_that_is_not_a_whole_number_of_rollouts_is_announced(compose_train_cfg, caplog) -> None:
@@ -95,3 +121,13 @@ def test_local_weights_folder_must_hold_a_checkpoint(tmp_path: Path) -> None:
         check_pretrained_available(OmegaConf.create({"name_or_path": str(tmp_path), "local_files_only": True}))
     (tmp_path / "config.json").write_text("{}")
     assert check_pretrained_available(OmegaConf.create({"name_or_path": str(tmp_path), "local_files_only": False}))
+
+
+def test_max_new_tokens_beyond_the_models_context_is_refused(compose_train_cfg) -> None:
+    from vldac_lightning.models.module import ActorCriticModule
+
+    cfg = compose_train_cfg(["model.sampling.max_new_tokens=5000"])  # the tiny model's context: 4096
+    module = ActorCriticModule(cfg.model, cfg.algo, cfg.optimizer, optimizer_steps_per_iteration=1, num_iterations=1)
+    with pytest.raises(ConfigError, match=r"model\.sampling\.max_new_tokens=5000 does not fit this model's context "
+                                          r"of 4096 tokens"):
+        module.configure_model()

@@ -189,7 +189,7 @@ def test_alfworld_data(compose, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 def test_a_missing_browser_is_a_warning_with_the_install_command(compose, monkeypatch: pytest.MonkeyPatch,
                                                                   tmp_path: Path) -> None:
-    monkeypatch.setattr(doctor, "find_browser", lambda: None)
+    monkeypatch.setattr(doctor, "find_browser", lambda executable=None: None)
     check = doctor.check_webshop_browser(compose())
     assert check.status == "warn" and "only needed for env=webshop" in check.detail
     assert "apt-get install -y --no-install-recommends chromium" in check.fix
@@ -198,12 +198,18 @@ def test_a_missing_browser_is_a_warning_with_the_install_command(compose, monkey
     monkeypatch.undo()
     fake = tmp_path / "bin" / "chromium-browser"
     fake.parent.mkdir()
-    fake.write_text("#!/bin/sh\n")
+    fake.write_text("#!/bin/sh\necho 'Chromium 140.0 built on Debian'\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(fake.parent))
     found = doctor.find_browser()
     assert found == str(fake)
     assert doctor.check_webshop_browser(compose()).status == "ok"
+
+
+def test_a_binary_that_is_not_chromium_fails_the_browser_check(compose) -> None:
+    check = doctor.check_webshop_browser(compose("env=webshop", "env.env_kwargs.browser_executable=/bin/false"))
+    assert check.status == "fail" and "/bin/false is not a working Chromium" in check.detail
+    assert "browser_executable" in check.fix
 
 
 def test_ray_is_checked_for_pool_mode_ray(compose, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -218,6 +224,7 @@ def test_ray_is_checked_for_pool_mode_ray(compose, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(doctor, "ray_version", lambda: "2.60.0")
     check = doctor.check_ray(compose("env.pool_mode=ray"))
     assert check.status == "ok" and "2.60.0" in check.detail and "local Ray" in check.detail
+    monkeypatch.setattr(doctor, "ray_address_problem", lambda address: None)  # a cluster that answers
     check = doctor.check_ray(compose("env.pool_mode=ray", "env.ray.address=ray://head:10001"))
     assert check.status == "ok" and "ray://head:10001" in check.detail
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
@@ -249,6 +256,17 @@ def test_an_unknown_choice_fails_with_the_valid_ones(capsys: pytest.CaptureFixtu
     assert main(["--json", "env=bogus"]) == 1
     (check,) = json.loads(capsys.readouterr().out)["checks"]
     assert check["status"] == "fail" and "gym_cards/ezpoints" in check["detail"]
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+algo.kl_bata=1", "algo.kl_bata (did you mean algo.kl_beta?)"),
+    ("algo.minibatch_size=0", "algo.minibatch_size=0 must be >= 1"),
+])
+def test_a_config_train_refuses_fails_the_doctor_too(override: str, message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", override]) == 1
+    config = json.loads(capsys.readouterr().out)["checks"][0]
+    assert config["name"] == "config" and config["status"] == "fail" and message in config["detail"]
 
 
 def test_the_cli_runs_on_this_machine(tmp_path: Path) -> None:

@@ -64,9 +64,22 @@ def config_differences(ckpt_path: str | Path, current: dict[str, Any]) -> dict[s
     return {k: [a.get(k), b.get(k)] for k in keys}
 
 
+def same_env_and_model(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Keys that keep a checkpoint from being evaluated here: another env id or model (other env knobs
+    only draw a warning, :func:`config_differences`)."""
+    from vldac_lightning.utils import resume
+
+    keys = resume.differing_keys(saved, current, sections=("model",), ignore=resume.RESUMABLE_CHANGES)
+    if saved.get("env", {}).get("id") != current.get("env", {}).get("id"):
+        keys.insert(0, "env.id")
+    return keys
+
+
 def write_results(cfg: DictConfig, metrics: dict[str, float], ckpt_path: str | None,
-                  differences: dict[str, list[Any]]) -> Path:
-    """Write the metrics (and what was evaluated) to ``<output_dir>/eval_metrics.json``."""
+                  differences: dict[str, list[Any]], episodes_done: int | None = None,
+                  stopped_by: str | None = None) -> Path:
+    """Write the metrics (and what was evaluated) to ``<output_dir>/eval_metrics.json``; an evaluation
+    stopped by a signal records ``stopped_by`` and how many episodes its partial metrics cover."""
     import json
 
     try:
@@ -75,10 +88,13 @@ def write_results(cfg: DictConfig, metrics: dict[str, float], ckpt_path: str | N
         out_dir = Path(str(cfg.paths.log_dir), "evaluate")
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / RESULTS_FILE
-    path.write_text(json.dumps({
+    result = {
         "metrics": metrics, "ckpt_path": ckpt_path, "env": str(cfg.env.id), "num_episodes": int(cfg.num_episodes),
         "do_sample": bool(cfg.do_sample), "seed": int(cfg.seed), "differs_from_checkpoint": differences,
-    }, indent=2, default=str))
+    }
+    if stopped_by is not None:
+        result.update(stopped_by=stopped_by, episodes_done=episodes_done, complete=False)
+    path.write_text(json.dumps(result, indent=2, default=str))
     return path
 
 
@@ -108,9 +124,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     The metrics are printed and written to a JSON file before MLflow is touched, so a tracking
     outage costs nothing but the MLflow record."""
-    from vldac_lightning.utils.config import validate_config
+    from vldac_lightning.utils.config import ConfigError, validate_config
+    from vldac_lightning.utils.preflight import preflight
 
     validate_config(cfg)
+    preflight(cfg)
 
     import lightning as L
     from omegaconf import OmegaConf
@@ -119,7 +137,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from vldac_lightning.data.datamodule import RolloutDataModule
     from vldac_lightning.models.module import ActorCriticModule
     from vldac_lightning.rollout.collector import run_episodes
-    from vldac_lightning.utils.logging_utils import find_last_checkpoint
+    from vldac_lightning.utils import resume
+    from vldac_lightning.utils.interrupt import RunInterrupted, StoppedBySignal, handle_signals
     from vldac_lightning.utils.mlflow_utils import print_run_locations
 
     current = OmegaConf.to_container(cfg, resolve=True)
@@ -129,8 +148,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
         torch.set_num_threads(int(cfg.torch_threads))
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = find_last_checkpoint(cfg.paths.log_dir)
+    if ckpt_path == "last":  # the newest checkpoint trained on this env and model, not any env's
+        ckpt_path = resume.find_matching_last(cfg.paths.log_dir, current, differences=same_env_and_model,
+                                              what="env.id and model")
+        log.info("ckpt_path=last: evaluating %s", ckpt_path)
+    if ckpt_path and not Path(str(ckpt_path)).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r} is not a file; pass a checkpoint path (a run's "
+                          "checkpoints/last.ckpt), ckpt_path=last, or leave it unset to evaluate the untrained policy")
     differences = config_differences(ckpt_path, current) if ckpt_path else {}
     L.seed_everything(int(cfg.seed), workers=True)
     dm = RolloutDataModule(cfg.env, cfg.algo, response_mode=str(cfg.model.response_mode), seed=int(cfg.seed),
@@ -142,18 +166,30 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         log.info("Loaded %d tensors from %s", n, ckpt_path)
     else:
         log.warning("No ckpt_path given: evaluating the untrained policy")
+    episodes: list[Any] = []
     dm.setup("validate")
-    try:
-        assert dm.eval_pool is not None
-        policy = module.policy
-        policy.set_action_names(dm.eval_pool.action_names)
-        episodes = run_episodes(policy, dm.eval_pool, dm.eval_episode_seeds(int(cfg.num_episodes)),
-                                do_sample=bool(cfg.do_sample))
-    finally:
-        dm.teardown()
+    with handle_signals() as stop:
+        try:
+            assert dm.eval_pool is not None
+            policy = module.policy
+            policy.set_action_names(dm.eval_pool.action_names)
+            run_episodes(policy, dm.eval_pool, dm.eval_episode_seeds(int(cfg.num_episodes)),
+                         do_sample=bool(cfg.do_sample), finished=episodes)
+        except RunInterrupted:
+            pass  # reported below, with the episodes that did finish
+        finally:
+            dm.teardown()
     metrics = episode_metrics(episodes)
     for k, v in metrics.items():
         print(f"{k}: {v:.4f}", flush=True)
+    if stop.requested:
+        import signal
+
+        name = signal.Signals(int(stop.signum or signal.SIGTERM)).name
+        path = write_results(cfg, metrics, ckpt_path, differences, episodes_done=len(episodes), stopped_by=name)
+        print(f"Stopped by {name} after {len(episodes)} of {int(cfg.num_episodes)} episodes: partial results "
+              f"(not logged to MLflow) in {path}. Run the same command again for the full evaluation.", flush=True)
+        raise StoppedBySignal(stop.exit_code)
     print(f"Results: {write_results(cfg, metrics, ckpt_path, differences)}", flush=True)
     print_run_locations(log_to_mlflow(cfg, metrics, ckpt_path))
     return metrics
@@ -161,17 +197,21 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate.yaml")
 def main(cfg: DictConfig) -> float | None:
-    from vldac_lightning.utils.config import exit_on_config_error
+    from vldac_lightning.utils.config import exit_on_config_error, in_multirun
 
-    with exit_on_config_error():
+    with exit_on_config_error(keep_going=in_multirun()):
         return evaluate(cfg).get("eval/success_rate")
 
 
 def cli() -> None:
     """Console entry point: friendly group-choice errors, then Hydra."""
     from vldac_lightning.utils.choices import run_cli
+    from vldac_lightning.utils.interrupt import StoppedBySignal, exit_now
 
-    run_cli(main)
+    try:
+        run_cli(main)
+    except StoppedBySignal as stop:  # partial results written and reported
+        exit_now(int(stop.code))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
     run without ``run_name`` is named from the job's overrides (``default_run_name``); a multirun
     job's new run is nested under the sweep's parent run (``job_logger_tags``)."""
     from vldac_lightning.utils.mlflow_sweep import job_logger_tags
-    from vldac_lightning.utils.mlflow_utils import default_run_name
+    from vldac_lightning.utils.mlflow_utils import artifact_location, default_run_name
 
     loggers = []
     for _name, logger_cfg in (cfg.get("logger") or {}).items():
@@ -32,6 +32,7 @@ def build_loggers(cfg: DictConfig, run_id: str | None = None) -> list[Any]:
             log.info("Instantiating logger <%s>", logger_cfg._target_)
             extra: dict[str, Any] = {}
             if str(logger_cfg._target_).endswith("MLFlowLogger"):
+                extra["artifact_location"] = artifact_location(logger_cfg)
                 if run_id:
                     extra["run_id"] = run_id
                 elif logger_cfg.get("run_name") is None:
@@ -64,9 +65,11 @@ def build_callbacks(cfg: DictConfig, steps_per_iteration: int) -> list[Any]:
 def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     """Run one training job; returns (final metrics, the objects built)."""
     from vldac_lightning.utils.config import validate_config
+    from vldac_lightning.utils.preflight import preflight
 
     validate_config(cfg)  # before any model is loaded or simulator started
-    from vldac_lightning.utils.mlflow_utils import check_tracking_store, print_run_locations
+    preflight(cfg)  # the GPU or browser the config asks for
+    from vldac_lightning.utils.mlflow_utils import check_tracking_store
 
     check_tracking_store(cfg)  # an unusable MLflow store fails here, in seconds
     if cfg.model.source == "pretrained":
@@ -74,9 +77,30 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
         check_pretrained_available(cfg.model)  # seconds, not a minute of download retries
 
+    from contextlib import nullcontext
+
+    from omegaconf import OmegaConf
+
+    from vldac_lightning.utils.resume import find_matching_last
+    from vldac_lightning.utils.run_folder import claim_run_folder, first_process
+
+    current = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(current, dict)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path == "last":
+        ckpt_path = find_matching_last(cfg.paths.log_dir, current)
+    # Rank 0 claims the run folder; the ranks a DDP launcher starts later share it.
+    guard = claim_run_folder(cfg.paths.output_dir, cfg.callbacks.model_checkpoint.dirpath,
+                             str(ckpt_path) if ckpt_path else None) if first_process() else nullcontext()
+    with guard:
+        return _train_in_folder(cfg, current, str(ckpt_path) if ckpt_path else None)
+
+
+def _train_in_folder(cfg: DictConfig, current: dict[str, Any],
+                     ckpt_path: str | None) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`train` once the run folder is this run's alone: build, resume, fit, report."""
     import lightning as L
     from lightning.pytorch.utilities.exceptions import SIGTERMException
-    from omegaconf import OmegaConf
 
     from vldac_lightning.callbacks import InterruptCheckpoint, PeriodicEvaluation
     from vldac_lightning.data.datamodule import RolloutDataModule
@@ -84,13 +108,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     from vldac_lightning.utils.checkpoint_io import AtomicCheckpointIO
     from vldac_lightning.utils.interrupt import RunInterrupted, StoppedBySignal, handle_signals
     from vldac_lightning.utils.logging_utils import log_hyperparameters
-    from vldac_lightning.utils.resume import check_resume, check_trainable_shapes, find_matching_last
+    from vldac_lightning.utils.mlflow_utils import print_run_locations
+    from vldac_lightning.utils.resume import check_resume, check_trainable_shapes
 
     # Our checkpoints are taken between iterations, where no update is half-done: Lightning's warning
     # about manual optimisation and step-based checkpoints (with a page of example code) does not apply.
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
-    current = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(current, dict)
     if cfg.get("torch_threads"):
         import torch
 
@@ -105,15 +128,12 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     callbacks = build_callbacks(cfg, k)
 
     # Resume: check the checkpoint against this config before the model loads or MLflow is touched.
-    ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path == "last":
-        ckpt_path = find_matching_last(cfg.paths.log_dir, current)
     run_id = previous_run = None
     if ckpt_path:
-        resume = check_resume(str(ckpt_path), current, optimizer_steps_per_iteration=k,
+        resume = check_resume(ckpt_path, current, optimizer_steps_per_iteration=k,
                               num_iterations=datamodule.num_iterations, strict=bool(cfg.get("resume_strict", True)))
         module.configure_model()
-        check_trainable_shapes(module, str(ckpt_path))
+        check_trainable_shapes(module, ckpt_path)
         log.info("Resuming from %s (optimizer step %d)", ckpt_path, resume.global_step)
         run_id = resume.mlflow_run_id
         if run_id is not None and _mlflow_run_status(cfg, run_id) == "FINISHED":
@@ -148,6 +168,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             if trainer.is_global_zero:
                 _report_stop(trainer, loggers, interrupt.saved_path, stop.signum)
             raise StoppedBySignal(stop.exit_code) from None
+        except KeyboardInterrupt:
+            # A second Ctrl-C while stopping (handle_signals lets it through at once): whatever Lightning
+            # was doing (the stop checkpoint, closing the MLflow run) is cut short; still close the run.
+            if not stop.requested:
+                raise
+            interrupt = next(c for c in callbacks if isinstance(c, InterruptCheckpoint))
+            if trainer.is_global_zero:
+                _report_stop(trainer, loggers, interrupt.saved_path, stop.signum, forced=True)
+            raise StoppedBySignal(stop.exit_code) from None
 
     evaluation = next(c for c in callbacks if isinstance(c, PeriodicEvaluation))
     metrics = dict(evaluation.history[-1][1]) if evaluation.history else {}
@@ -155,7 +184,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         metrics["eval/initial_success_rate"] = evaluation.history[0][1].get("eval/success_rate", float("nan"))
     ckpt_cb = trainer.checkpoint_callback
     if trainer.is_global_zero:
-        print_run_locations(loggers, checkpoint_dir=ckpt_cb.dirpath if ckpt_cb is not None else None)
+        print_run_locations(loggers, checkpoint_dir=ckpt_cb.dirpath if ckpt_cb is not None else None,
+                            last_checkpoint=ckpt_cb.last_model_path if ckpt_cb is not None else None)
     objects = {"cfg": cfg, "datamodule": datamodule, "module": module, "trainer": trainer,
                "callbacks": callbacks, "loggers": loggers, "evaluation": evaluation}
     return metrics, objects
@@ -175,22 +205,42 @@ def _mlflow_run_status(cfg: DictConfig, run_id: str) -> str | None:
         return None
 
 
-def resume_command(ckpt: str) -> str:
-    """The command that resumes this job from ``ckpt`` (the job's own overrides, ckpt_path replaced)."""
-    overrides: list[str] = []
-    try:
-        from hydra.core.hydra_config import HydraConfig
+def hydra_quoted(value: str) -> str:
+    """``value`` as a Hydra override value that parses back to exactly ``value`` (quoted when it holds
+    spaces, quotes, ``,`` or other grammar characters; ``${`` is escaped so it is not interpolated)."""
+    import re
 
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("ckpt_path=")]
-    except ValueError:  # HydraConfig is not set when train(cfg) is called directly
-        pass
-    return " ".join(["python -m vldac_lightning.train", *overrides, f"ckpt_path={ckpt}"])
+    if re.fullmatch(r"[\w./+@-]+", value):
+        return value
+    return "'" + value.replace("\\'", "\\\\'").replace("'", "\\'").replace("${", "\\${") + "'"
 
 
-def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: int | None) -> None:
-    """After a stop signal: mark the MLflow run KILLED and tell the user how to resume."""
+def resume_command(ckpt: str, overrides: list[str] | None = None) -> str:
+    """The shell command that resumes this job from ``ckpt``: the job's own overrides (``ckpt_path``
+    replaced), each quoted for the shell, so pasting it works whatever the paths and names hold."""
+    import shlex
+
+    if overrides is None:
+        overrides = []
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            overrides = list(HydraConfig.get().overrides.task)
+        except ValueError:  # HydraConfig is not set when train(cfg) is called directly
+            pass
+    kept = [o for o in overrides if not o.lstrip("+~").startswith("ckpt_path=")]
+    return " ".join(["python -m vldac_lightning.train", *map(shlex.quote, kept),
+                     shlex.quote(f"ckpt_path={hydra_quoted(ckpt)}")])
+
+
+def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: int | None, forced: bool = False) -> None:
+    """After a stop signal: mark the MLflow run KILLED and tell the user how to resume (``forced``: a
+    second Ctrl-C cut the stop short, maybe before its checkpoint was written)."""
     import signal
     from pathlib import Path
+
+    if forced:  # a third Ctrl-C must not cut this short too: it takes a second
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     for logger in loggers:
         experiment, run_id = getattr(logger, "experiment", None), getattr(logger, "run_id", None)
@@ -201,11 +251,11 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
                 log.warning("Could not mark MLflow run %s KILLED: %s", run_id, exc)
     last = saved
     ckpt_cb = trainer.checkpoint_callback
-    if last is None and ckpt_cb is not None and ckpt_cb.dirpath is not None:
-        candidate = Path(ckpt_cb.dirpath) / "last.ckpt"
-        last = str(candidate) if candidate.exists() else None
+    if last is None and ckpt_cb is not None and ckpt_cb.last_model_path:  # this run's own, never a neighbour's
+        last = ckpt_cb.last_model_path if Path(ckpt_cb.last_model_path).exists() else None
     name = signal.Signals(signum).name if signum else "a signal"
-    lines = [f"Stopped by {name} at optimizer step {trainer.global_step}."]
+    lines = [f"Stopped by {name} at optimizer step {trainer.global_step}"
+             + (" (a second Ctrl-C cut the stop short)." if forced else ".")]
     if last is None:
         lines.append("No checkpoint was written yet: a new run starts from scratch.")
     else:
@@ -218,11 +268,18 @@ def _report_stop(trainer: Any, loggers: list[Any], saved: str | None, signum: in
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns the sweep metric (``optimized_metric``): a finite float, or None
     (with an error logged) when the run did not produce it."""
-    from vldac_lightning.utils.config import exit_on_config_error
+    from vldac_lightning.utils.config import exit_on_config_error, in_multirun
+    from vldac_lightning.utils.interrupt import StoppedBySignal
     from vldac_lightning.utils.sweep_records import objective
 
-    with exit_on_config_error():
-        metrics, _ = train(cfg)
+    try:
+        with exit_on_config_error(keep_going=in_multirun()):
+            metrics, _ = train(cfg)
+    except StoppedBySignal as stop:  # a SystemExit: Hydra's launcher never sees this job end
+        from vldac_lightning.utils.mlflow_sweep import record_stopped_job
+
+        record_stopped_job(int(stop.code))
+        raise
     name = cfg.get("optimized_metric")
     return objective(metrics, str(name)) if name else None
 
@@ -235,6 +292,9 @@ def cli() -> None:
     try:
         run_cli(main)
     except StoppedBySignal as stop:  # all saved and reported: leave without the slow teardown
+        from vldac_lightning.utils.mlflow_sweep import finish_stopped_sweeps
+
+        finish_stopped_sweeps(int(stop.code))  # a sweep's parent run and job table (atexit will not run)
         exit_now(int(stop.code))
 
 

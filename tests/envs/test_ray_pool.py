@@ -22,6 +22,7 @@ import pytest
 from tests.envs import faulty
 from tests.envs import test_pool as pool_tests
 from tests.envs import test_pool_healing as healing_tests
+from vldac_lightning.envs import ray_worker
 from vldac_lightning.envs.pool import EnvPool, EnvPoolError, episode_seed, train_seeds
 from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions, RayWorker, init_ray
 from vldac_lightning.utils.config import ConfigError, validate_config
@@ -219,8 +220,10 @@ def test_pool_mode_ray_without_ray_is_a_config_error(compose_train_cfg: Any, ray
         validate_config(compose_train_cfg(["env.pool_mode=ray"]))
 
 
-def test_a_local_ray_too_small_for_the_actors_is_a_config_error(compose_train_cfg: Any, ray_spec: Any) -> None:
+def test_a_local_ray_too_small_for_the_actors_is_a_config_error(compose_train_cfg: Any, ray_spec: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     ray_spec(True)
+    monkeypatch.setattr(ray_worker, "address_problem", lambda address: None)  # ray://head:10001 answers
     # model=tiny (the default): 16 + 16 env actors x 0.0625 CPUs fit 2 logical CPUs.
     validate_config(compose_train_cfg(["env.pool_mode=ray", "env.ray.num_cpus=2"]))
     small = ["env.pool_mode=ray", "env.ray.num_cpus=1"]
@@ -232,3 +235,62 @@ def test_a_local_ray_too_small_for_the_actors_is_a_config_error(compose_train_cf
         validate_config(compose_train_cfg(["env.pool_mode=ray", "env.ray.num_cpus_per_env=-1"]))
     with pytest.raises(ConfigError, match="env.pool_mode='threads' is not one of"):
         validate_config(compose_train_cfg(["env.pool_mode=threads"]))
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_unreachable_cluster_address_fails_in_seconds(compose_train_cfg: Any, ray_spec: Any,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """ray.init would retry the GCS for minutes; train and doctor both probe the address first."""
+    from vldac_lightning.doctor import checks as doctor
+
+    ray_spec(True)
+    address = f"127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match=rf"env.ray.address='{address}' is not reachable: nothing answers at "
+                                          rf"{address} .*ray start --head.*env.ray.address=null"):
+        validate_config(compose_train_cfg(["env.pool_mode=ray", f"env.ray.address={address}"]))
+    monkeypatch.setenv("RAY_ADDRESS", f"ray://{address}")  # the address the run would use, from the environment
+    with pytest.raises(ConfigError, match=r"\$RAY_ADDRESS='ray://127.0.0.1:\d+' is not reachable"):
+        validate_config(compose_train_cfg(["env.pool_mode=ray"]))
+    check = doctor.check_ray(compose_train_cfg(["env.pool_mode=ray"]))
+    assert check.status == "fail" and address in check.detail and "ray start --head" in check.fix
+    assert time.monotonic() - started < 20
+    assert ray_worker._endpoint("ray://head") == ("head", 10001) and ray_worker._endpoint("auto") is None
+
+
+def test_a_local_ray_starts_with_token_auth_and_old_rays_are_refused(compose_train_cfg: Any, ray_spec: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's ports listen on every interface: token auth (Ray >= 2.52) is what stops a stranger."""
+    import importlib.metadata
+
+    started: list[dict[str, Any]] = []
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
+        @staticmethod
+        def init(**kwargs: Any) -> None:
+            started.append({**kwargs, "auth": os.environ.get("RAY_AUTH_MODE")})
+
+    monkeypatch.setattr(ray_worker, "import_ray", lambda: FakeRay)
+    monkeypatch.setitem(sys.modules, "ray", FakeRay)  # type: ignore[arg-type]
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    init_ray(RayOptions())
+    assert started[-1]["address"] == "local" and started[-1]["auth"] == "token"
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # the user's explicit choice is kept (with a warning)
+    init_ray(RayOptions())
+    assert started[-1]["auth"] == "disabled"
+
+    ray_spec(True)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.51.0" if name == "ray" else "1.0")
+    with pytest.raises(ConfigError, match=r"Ray 2.51.0 has no token authentication \(Ray >= 2.52\).*ray>=2.52,<3"):
+        validate_config(compose_train_cfg(["env.pool_mode=ray"]))

@@ -122,3 +122,37 @@ def test_slurm_submission_asks_for_one_task_per_gpu_on_every_node(tmp_path: Path
         assert line in script.splitlines(), (line, script)
     parent, children = parent_and_children(uri)
     assert parent.info.status == "FAILED" and children == []
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_an_invalid_job_fails_alone_and_every_job_is_in_the_table(tmp_path: Path, launcher: str) -> None:
+    """Job 0's Config error used to end the sweep (exit 2, '0 jobs'): job 1 never ran."""
+    extra = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"] if launcher == "joblib" else []
+    proc, uri = run_train([*extra, *SMOKE, "algo.minibatch_size=0,4"], tmp_path)
+    assert proc.returncode == 1  # the sweep reports the failure...
+    parent, children = parent_and_children(uri)
+    assert [r.data.tags["sweep.job"] for r in children] == ["1"]  # ...after the valid job ran
+    assert children[0].info.status == "FINISHED" and parent.info.status == "FAILED"
+    rows = job_table(uri, parent.info.run_id, tmp_path)
+    assert [(r["job"], r["status"]) for r in rows] == [(0, "FAILED"), (1, "COMPLETED")]
+    assert rows[0]["error"] == "ConfigError: algo.minibatch_size=0 must be >= 1"
+    assert "Sweep: 2 job(s): 1 completed, 1 failed" in proc.stdout
+    assert "job 0 FAILED: algo.minibatch_size=0" in proc.stdout
+
+
+def test_a_stopped_sweep_closes_its_parent_and_says_what_is_left(tmp_path: Path) -> None:
+    """SIGTERM in job 0 of three: the parent run used to stay RUNNING with no table, jobs 1-2 silently lost."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",
+           "PYTHONPATH": str(ROOT), "VLDAC_TEST_SIGNAL": "TERM", "VLDAC_TEST_SIGNAL_AT": "optimizer_step:2"}
+    hook = Path(__file__).with_name("signal_hook.py")
+    proc = subprocess.run([sys.executable, str(hook), "-m", *SMOKE, "seed=0,1,2", f"paths.log_dir={tmp_path / 'logs'}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 143, proc.stderr[-3000:]
+    parent, children = parent_and_children(uri)
+    assert parent.info.status == "KILLED" and [r.info.status for r in children] == ["KILLED"]
+    rows = job_table(uri, parent.info.run_id, tmp_path)
+    assert [(r["job"], r["status"]) for r in rows] == [(0, "STOPPED"), (1, "NOT_RUN"), (2, "NOT_RUN")]
+    out = proc.stdout
+    assert "Resume with: python -m vldac_lightning.train" in out and "The sweep was stopped by SIGTERM" in out
+    assert "Run job 2: python -m vldac_lightning.train" in out and "seed=2" in out.split("Run job 2:")[1]

@@ -34,6 +34,17 @@ def test_a_save_killed_midway_leaves_the_previous_checkpoint(tmp_path: Path, mon
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
 
 
+def test_weights_holding_nan_or_inf_are_never_written(tmp_path: Path) -> None:
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1, "state_dict": {"head.w": torch.ones(2), "steps": torch.tensor(3)}}, target)
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(FloatingPointError, match=r"refusing to write .*last\.ckpt: 1 weight tensor.*head\.w.*optimizer\.lr"):
+            io.save_checkpoint({"global_step": 2, "state_dict": {"head.w": torch.tensor([1.0, bad])}}, target)
+    assert io.load_checkpoint(target)["global_step"] == 1  # the previous checkpoint is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
 def test_loading_refuses_pickled_code(tmp_path: Path) -> None:
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": pickle.loads(pickle.dumps(Path("/etc/passwd")))}, path)
@@ -63,3 +74,27 @@ def test_checkpoints_get_the_mode_the_umask_gives_a_plain_file(tmp_path: Path, u
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "last.ckpt").stat().st_mode) == mode
     assert stat.S_IMODE((tmp_path / "plain").stat().st_mode) == mode
+
+
+def test_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import errno
+
+    from vldac_lightning.utils.config import exit_on_config_error
+
+    io = AtomicCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io.save_checkpoint({"global_step": 1}, target)
+
+    def disk_full(obj: object, f) -> None:  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device")  # what torch.save raises (no file name)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(SystemExit) as exited, exit_on_config_error():
+        io.save_checkpoint({"global_step": 2}, target)
+    assert exited.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"Error: cannot write {target}: no space left on the disk. Free space there")
+    assert "paths.log_dir=" in err and len(err.splitlines()) == 1
+    monkeypatch.undo()
+    assert io.load_checkpoint(target)["global_step"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]

@@ -179,6 +179,9 @@ def test_overrides_without_plugins_pass(tmp_path: Path) -> None:
     assert choices.check_plugin_overrides(none_installed, installed=lambda module: False) is None
     # The sweep extra is installed in this environment: the real check finds the plugins.
     assert choices.check_plugin_overrides(["hydra/launcher=joblib", "hparams_search=optuna"]) is None
+    # A value far longer than a file name (it used to be stat-ed as conf/run_name/<value>.yaml: ENAMETOOLONG)
+    # reaches validate_config, which names the key.
+    assert choices.check_plugin_overrides(["run_name=" + "x" * 4097, "task_name=" + "y" * 300]) is None
 
 
 def test_hydra_groups_are_not_rewritten_as_nested_choices() -> None:

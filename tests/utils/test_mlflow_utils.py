@@ -128,9 +128,11 @@ class _Logger:
 
 
 def test_run_locations_name_checkpoint_run_and_ui_link(tmp_path: Path) -> None:
-    (tmp_path / "last.ckpt").write_bytes(b"")
-    text = run_locations([_Logger("sqlite:///logs/mlflow/mlflow.db")], checkpoint_dir=str(tmp_path))
-    assert f"last: {tmp_path / 'last.ckpt'}" in text and "abc123" in text and "numberline-seed0" in text
+    (tmp_path / "last.ckpt").write_bytes(b"")  # another run's, beside this run's last-v1.ckpt
+    (tmp_path / "last-v1.ckpt").write_bytes(b"")
+    text = run_locations([_Logger("sqlite:///logs/mlflow/mlflow.db")], checkpoint_dir=str(tmp_path),
+                         last_checkpoint=str(tmp_path / "last-v1.ckpt"))
+    assert f"last: {tmp_path / 'last-v1.ckpt'}" in text and "abc123" in text and "numberline-seed0" in text
     assert "ui --backend-store-uri sqlite:///logs/mlflow/mlflow.db" in text
     assert "http://127.0.0.1:5000/#/experiments/3/runs/abc123" in text
     remote = run_locations([_Logger("http://mlflow.example:5000/")])
@@ -145,3 +147,28 @@ def test_a_logger_that_never_reached_the_store_is_not_reported() -> None:
     logger = _Logger("http://127.0.0.1:9")
     logger._initialized = False
     assert run_locations([logger]) == ""
+
+
+def test_artifacts_follow_a_shared_store_not_the_first_runs_log_dir(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """One MLFLOW_TRACKING_URI, two runs with their own paths.log_dir: the experiment (created by the first)
+    must not keep every later run's artifacts under the first run's folder."""
+    from mlflow import MlflowClient
+
+    from tests.conftest import compose_config, reset_hydra
+    from vldac_lightning.train import build_loggers
+
+    store = tmp_path / "shared" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+    uris = []
+    try:
+        for name in ("a", "b"):
+            cfg = compose_config([], log_dir=tmp_path / name / "logs", output_dir=tmp_path / name / "out")
+            (logger,) = [lg for lg in build_loggers(cfg) if hasattr(lg, "tracking_uri")]
+            uris.append(MlflowClient(str(logger.tracking_uri)).get_run(logger.run_id).info.artifact_uri)
+    finally:
+        reset_hydra()
+    for uri in uris:
+        assert uri.startswith(f"{tmp_path / 'shared' / 'artifacts'}") or \
+            uri.startswith(f"file://{tmp_path / 'shared' / 'artifacts'}"), uri
+        assert str(tmp_path / "a") not in uri

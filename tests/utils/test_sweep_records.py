@@ -50,12 +50,28 @@ def test_job_table_joins_records_and_child_runs() -> None:
     rows = records.job_table(recs, children)
     assert [r["job"] for r in rows] == [0, 1, 2]
     assert rows[0] == {"job": 0, "status": "COMPLETED", "overrides": "lr=0.1 seed=0", "value": 0.25,
-                       "run_id": "run0", "run_name": "name0"}
+                       "run_id": "run0", "run_name": "name0", "error": ""}
     assert rows[1]["run_id"] == "" and rows[1]["value"] is None
     assert rows[2]["status"] == "UNKNOWN" and rows[2]["run_id"] == "run2"
     csv_text = records.table_csv(rows)
     assert csv_text.splitlines()[0] == ",".join(records.TABLE_COLUMNS)
-    assert csv_text.splitlines()[1] == "0,COMPLETED,lr=0.1 seed=0,0.25,run0,name0"
+    assert csv_text.splitlines()[1] == "0,COMPLETED,lr=0.1 seed=0,0.25,run0,name0,"
+
+
+def test_the_table_lists_failed_stopped_and_never_run_jobs_and_how_to_run_them() -> None:
+    recs = [JobRecord(0, ["seed=0"], "COMPLETED", 0.5),
+            JobRecord(1, ["seed=1"], "FAILED", None, "ConfigError: algo.minibatch_size=0 must be >= 1"),
+            JobRecord(2, ["seed=2"], records.STOPPED, None, "stopped by SIGTERM; its checkpoint is saved")]
+    plan = [["seed=0"], ["seed=1"], ["seed=2"], ["seed=3", "run_name=a b"]]
+    rows = records.job_table(recs, {0: ("run0", "n0")}, plan)
+    assert [(r["job"], r["status"]) for r in rows] == [(0, "COMPLETED"), (1, "FAILED"), (2, "STOPPED"), (3, "NOT_RUN")]
+    assert rows[1]["error"] == "ConfigError: algo.minibatch_size=0 must be >= 1"
+    assert rows[3]["overrides"] == "seed=3 run_name=a b"
+    text = records.summary(rows, plan)
+    assert text.splitlines()[0] == "Sweep: 4 job(s): 1 completed, 1 failed, 1 stopped, 1 not run"
+    assert "  job 1 FAILED: seed=1 -> ConfigError: algo.minibatch_size=0 must be >= 1" in text
+    assert "'Resume with:'" in text
+    assert "Run job 3: python -m vldac_lightning.train seed=3 'run_name=a b'" in text
 
 
 def _rows(values: list[float | None]) -> list[dict[str, object]]:

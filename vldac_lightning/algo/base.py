@@ -83,7 +83,7 @@ class Algorithm:
         accum = _number(cfg, "algo.grad_accum_steps", integer=True, lo=1)
         rollout = _number(cfg, "algo.rollout_steps", integer=True, lo=1)
         total = _number(cfg, "algo.total_env_steps", integer=True, lo=1)
-        _number(cfg, "algo.max_grad_norm", lo=0, lo_open=True)
+        _number(cfg, "algo.max_grad_norm", lo=0, lo_open=True, allow_inf=True)  # inf: no clipping
         _number(cfg, "algo.max_bad_updates", integer=True, lo=1)
         num_envs = int(cfg.env.num_envs)
         group = _number(cfg, "env.group_size", integer=True, lo=1)

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from .checks import CHECKS, Check
 
-__all__ = ["Check", "compose_run_config", "main", "render_table", "run_checks"]
+__all__ = ["Check", "compose_run_config", "config_check", "main", "render_table", "run_checks"]
 
 
 def compose_run_config(overrides: Sequence[str] = (), config_name: str = "train.yaml") -> DictConfig:
@@ -33,6 +33,18 @@ def compose_run_config(overrides: Sequence[str] = (), config_name: str = "train.
             return compose(config_name, overrides=list(overrides))
     finally:
         GlobalHydra.instance().clear()
+
+
+def config_check(cfg: DictConfig, overrides: Sequence[str]) -> Check:
+    """The validation ``train`` runs first (same function): a config train would refuse fails here too."""
+    from vldac_lightning.utils.config import ConfigError, validate_config
+
+    try:
+        validate_config(cfg)
+    except ConfigError as e:
+        return Check("config", "fail", f"train would refuse overrides {list(overrides)}: {e}",
+                     "change the override the message names, then run the doctor again")
+    return Check("config", "ok", f"composed and validated with overrides {list(overrides)}")
 
 
 def run_checks(cfg: DictConfig, checks: Sequence[Callable[[DictConfig], Check]] = CHECKS) -> list[Check]:
@@ -83,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         header = f"vldac_lightning doctor: env={cfg.env.id} model.source={cfg.model.source}" + (
             f" model.name_or_path={cfg.model.name_or_path}" if cfg.model.get("name_or_path") else "")
-        results = [Check("config", "ok", f"composed with overrides {list(args.overrides)}"), *run_checks(cfg)]
+        results = [config_check(cfg, args.overrides), *run_checks(cfg)]
     failed = any(r.status == "fail" for r in results)
     if args.json:
         print(json.dumps({"ok": not failed, "checks": [r.as_dict() for r in results]}, indent=2))

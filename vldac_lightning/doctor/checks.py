@@ -47,14 +47,21 @@ class Check:
 
 
 # --------------------------------------------------------------------------------------- probes
-def find_browser() -> str | None:
+def find_browser(executable: str | None = None) -> str | None:
     """The Chromium/Chrome executable WebShop will drive (the env's own lookup), or None."""
     from vldac_lightning.envs.webshop.browser import find_chromium
 
     try:
-        return find_chromium()
+        return find_chromium(executable)
     except FileNotFoundError:
         return None
+
+
+def browser_problem(executable: str) -> str | None:
+    """Why ``executable`` is not a working Chromium (the check ``train`` runs first), or None."""
+    from vldac_lightning.envs.webshop.browser import chromium_problem
+
+    return chromium_problem(executable)
 
 
 def cuda_devices() -> list[tuple[str, int, int]]:
@@ -234,10 +241,16 @@ def check_webshop_browser(cfg: DictConfig) -> Check:
     from vldac_lightning.envs.registry import missing_requirement
     from vldac_lightning.envs.webshop.browser import APT_LINE
 
-    browser, packages = find_browser(), missing_requirement("webshop/WebShop-v0")
+    needed = _env_id(cfg).startswith("webshop/")
+    configured = cfg.env.get("env_kwargs", {}).get("browser_executable") if needed else None
+    browser, packages = find_browser(configured), missing_requirement("webshop/WebShop-v0")
+    status, note = _failure(needed, "webshop")
+    problem = browser_problem(browser) if browser else None
+    if problem is not None:
+        return Check("webshop (browser)", status, problem.split("; point")[0] + note,
+                     f"set env.env_kwargs.browser_executable (or VLDAC_CHROMIUM) to a Chromium/Chrome binary, or {APT_LINE}")
     if browser and packages is None:
         return Check("webshop (browser)", "ok", f"{browser}; playwright, flask, rapidfuzz import")
-    status, note = _failure(_env_id(cfg).startswith("webshop/"), "webshop")
     if browser is None:
         return Check("webshop (browser)", status, "no Chromium found" + note,
                      f"{APT_LINE} (or bash scripts/setup.sh as root); or set VLDAC_CHROMIUM=/path/to/chromium")
@@ -255,6 +268,13 @@ def ray_version() -> str | None:
         return None
 
 
+def ray_address_problem(address: str) -> str | None:
+    """Why nothing answers at a Ray cluster address (the probe ``train`` runs first), or None."""
+    from vldac_lightning.envs.ray_worker import address_problem
+
+    return address_problem(address, timeout=NETWORK_TIMEOUT_S)
+
+
 def check_ray(cfg: DictConfig) -> Check:
     from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions
 
@@ -267,6 +287,10 @@ def check_ray(cfg: DictConfig) -> Check:
     if not needed:
         return Check("ray (env workers)", "ok", f"ray {installed} (used with env.pool_mode=ray)")
     address = RayOptions.from_mapping(cfg.env.get("ray")).cluster_address()
+    if address and (problem := ray_address_problem(address)) is not None:
+        return Check("ray (env workers)", "fail", f"ray {installed}; the Ray cluster at {address} is not reachable: "
+                     f"{problem}", "start it there (`ray start --head`), correct env.ray.address / $RAY_ADDRESS, or "
+                     "set env.ray.address=null and unset RAY_ADDRESS to start a local Ray")
     where = f"connects to the Ray cluster at {address}" if address else "starts a local Ray"
     return Check("ray (env workers)", "ok", f"ray {installed}; env.pool_mode=ray {where}")
 

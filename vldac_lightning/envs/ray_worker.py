@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,7 +26,8 @@ import gymnasium as gym
 
 from .workers import call_env
 
-__all__ = ["RAY_MISSING", "RayOptions", "RayWorker", "import_ray", "init_ray"]
+__all__ = ["MIN_RAY_VERSION", "RAY_MISSING", "RayOptions", "RayWorker", "address_problem", "import_ray", "init_ray",
+           "require_token_auth"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,42 @@ class RayOptions:
         return self.address or os.environ.get("RAY_ADDRESS") or None
 
 
+_PROBE_TIMEOUT_S = 3.0  # a cluster address that does not answer within this is reported, not retried for minutes
+
+
+def _endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` a Ray address connects to first; None for ``auto``/``local`` (Ray finds those itself,
+    and fails fast when there is none)."""
+    if address in ("auto", "local"):
+        return None
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://").split("/", 1)[0]
+    host, sep, port = rest.rpartition(":")
+    if not sep:
+        host, port = rest, "10001" if client else "6379"  # Ray Client's and the GCS's default ports
+    return host.strip("[]"), int(port) if port.isdigit() else -1
+
+
+def address_problem(address: str, timeout: float = _PROBE_TIMEOUT_S) -> str | None:
+    """Why nothing answers at a Ray cluster address (one TCP connect, ``timeout`` seconds), or None.
+
+    ``ray.init`` retries an unreachable GCS for minutes before it gives up; this answers in seconds."""
+    import socket
+
+    endpoint = _endpoint(address)
+    if endpoint is None:
+        return None
+    host, port = endpoint
+    if not 0 < port < 65536:
+        return f"{address!r} has no valid port (expected host:port or ray://host:port)"
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        return f"nothing answers at {host}:{port} ({reason}, {timeout:g} s timeout)"
+    return None
+
+
 def import_ray() -> Any:
     """The ``ray`` module, or an ImportError naming the extra to install."""
     try:
@@ -69,12 +107,41 @@ def import_ray() -> Any:
     return ray
 
 
+MIN_RAY_VERSION = (2, 52)  # the first Ray with token authentication (RAY_AUTH_MODE=token)
+AUTH_MODE_VAR = "RAY_AUTH_MODE"
+
+
+def require_token_auth() -> None:
+    """Before a local Ray starts: switch on Ray's token authentication unless the user chose a mode.
+
+    Ray's GCS, raylet and workers listen on every interface (no Ray setting binds them to loopback);
+    with token auth (Ray >= 2.52, off by default in some versions) a process without the token that
+    ``ray.init`` writes to ``~/.ray/auth_token`` cannot submit work (docs/troubleshooting.md#ray-env-workers-envpool_moderay)."""
+    mode = os.environ.get(AUTH_MODE_VAR)
+    if mode is None:
+        os.environ[AUTH_MODE_VAR] = "token"  # inherited by the Ray processes this process starts
+        if "ray" in sys.modules:  # Ray read its config at import: refresh it, as Ray's own default-on path does
+            try:
+                from ray._raylet import Config
+
+                Config.initialize("")
+            except Exception as exc:  # noqa: BLE001 - a Ray without it: the GCS then refuses this driver, loudly
+                log.warning("Could not refresh Ray's config after setting %s=token: %s", AUTH_MODE_VAR, exc)
+    elif mode.lower() != "token":
+        log.warning("%s=%s: the local Ray for the env workers accepts work from anyone who can reach this machine's "
+                    "Ray ports (they listen on every interface); unset it to use token authentication",
+                    AUTH_MODE_VAR, mode)
+
+
 def init_ray(options: RayOptions) -> Any:
     """Start or join Ray once per process (a Ray the caller already started is used as it is)."""
+    address = options.cluster_address()
+    loaded = sys.modules.get("ray")
+    if address is None and not (loaded is not None and loaded.is_initialized()):
+        require_token_auth()  # before Ray is imported where possible: it reads the mode then
     ray = import_ray()
     if ray.is_initialized():
         return ray
-    address = options.cluster_address()
     # The dashboard is a web server we never use; worker output (env warnings, tracebacks) is
     # forwarded to this process's log so a failing env is visible where the run is watched.
     common = {"include_dashboard": False, "ignore_reinit_error": True, "log_to_driver": True}

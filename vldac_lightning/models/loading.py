@@ -48,12 +48,10 @@ def load_processor(path: str, *, image_only: bool, image_min_pixels: int | None,
     if image_min_pixels or image_max_pixels:
         size = {"shortest_edge": int(image_min_pixels or image_max_pixels), "longest_edge": int(image_max_pixels or image_min_pixels)}
     if not image_only:
-        kwargs: dict[str, Any] = {"local_files_only": local_files_only}
-        if size:
-            kwargs["size"] = size
-        processor = AutoProcessor.from_pretrained(path, **kwargs)
-        processor.tokenizer.padding_side = "left"
-        return processor
+        processor = _full_processor(path, size, local_files_only)
+        if processor is not None:
+            processor.tokenizer.padding_side = "left"
+            return processor
     config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
     cls_name = PROCESSOR_MAPPING_NAMES.get(config.model_type)
     if cls_name is None:
@@ -70,6 +68,30 @@ def load_processor(path: str, *, image_only: bool, image_min_pixels: int | None,
     processor_cls = without_video(getattr(transformers, cls_name))
     return processor_cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
                          chat_template=chat_template)
+
+
+def _full_processor(path: str, size: dict[str, int] | None, local_files_only: bool) -> ProcessorMixin | None:
+    """``AutoProcessor`` for ``model.image_only=false``, or None (with the cause logged) where it cannot be
+    built here and the image-only assembly serves instead: its video processor needs torchvision (not
+    installable beside our CPU torch), or the folder has no processor config, so ``AutoProcessor``
+    returns a bare tokenizer (which has no ``.tokenizer`` / image processor)."""
+    kwargs: dict[str, Any] = {"local_files_only": local_files_only}
+    if size:
+        kwargs["size"] = size
+    try:
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+    except ImportError as exc:
+        if "torchvision" not in str(exc).lower():
+            raise
+        log.warning("model.image_only=false: the full processor of %s needs torchvision (for its video processor), "
+                    "which is not installed; building it without a video processor, as model.image_only=true does "
+                    "(images are processed the same way)", path)
+        return None
+    if not isinstance(processor, ProcessorMixin) or getattr(processor, "image_processor", None) is None:
+        log.warning("model.image_only=false: %s has no processor config (AutoProcessor returned a %s); assembling "
+                    "its tokenizer and image processor, as model.image_only=true does", path, type(processor).__name__)
+        return None
+    return processor
 
 
 def save_backbone(model: PreTrainedModel, processor: ProcessorMixin, path: str | Path) -> None:

@@ -85,6 +85,7 @@ class ActorCriticModule(L.LightningModule):
         if self.policy is not None:
             return
         backbone, processor = load_backbone(self.model_cfg)
+        _check_context(backbone, int(self.model_cfg.sampling.max_new_tokens))
         peft_model = apply_lora(backbone, self.model_cfg.lora, bool(self.model_cfg.gradient_checkpointing))
         s = self.model_cfg.sampling
         self.policy = VLMPolicy(
@@ -289,6 +290,12 @@ class ActorCriticModule(L.LightningModule):
             return
         self._bad_updates = 0
         opt.step()
+        # A finite gradient times a huge learning rate can still overflow the weights: stop before
+        # anything evaluates, logs or checkpoints them (the checkpoint writer refuses them too).
+        if not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):
+            raise FloatingPointError(
+                f"optimizer step {self.global_step} made trainable weights NaN/Inf (optimizer.lr="
+                f"{self.optimizer_cfg.lr}); stopping. Lower optimizer.lr; the checkpoints already written are intact.")
         opt.zero_grad(set_to_none=True)
         sched.step()
         self._iter_stats["train/grad_norm"].append(float(grad_norm))
@@ -323,3 +330,15 @@ class ActorCriticModule(L.LightningModule):
             elapsed, done = time.monotonic() - t0, iteration + 1 - first
             log.info("iteration %d/%d done: %d env steps, %s elapsed, ETA %s", iteration + 1, self.num_iterations,
                      self.env_steps, format_seconds(elapsed), eta(elapsed, done, self.num_iterations - first))
+
+
+def _check_context(backbone: Any, max_new_tokens: int) -> None:
+    """The response alone must fit the model's context window (the prompt needs room too); known only
+    once the model's config is loaded."""
+    from vldac_lightning.utils.config import ConfigError
+
+    text_config = backbone.config.get_text_config() if hasattr(backbone.config, "get_text_config") else backbone.config
+    limit = getattr(text_config, "max_position_embeddings", None)
+    if limit and max_new_tokens >= int(limit):
+        raise ConfigError(f"model.sampling.max_new_tokens={max_new_tokens} does not fit this model's context of "
+                          f"{limit} tokens, which also holds the prompt: lower it (the model configs use 8-256)")

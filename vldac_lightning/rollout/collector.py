@@ -196,14 +196,16 @@ class RolloutCollector:
 
 
 @torch.no_grad()
-def run_episodes(policy: RolloutPolicy, pool: Any, seeds: Sequence[int], *, do_sample: bool = False) -> list[Any]:
+def run_episodes(policy: RolloutPolicy, pool: Any, seeds: Sequence[int], *, do_sample: bool = False,
+                 finished: list[Any] | None = None) -> list[Any]:
     """Play exactly one episode per seed (in batches of the pool's size); return their EpisodeStats.
 
     Envs whose episode already ended keep stepping (the pool is batched) but their later
-    episodes are ignored, so every seed contributes exactly one episode.
+    episodes are ignored, so every seed contributes exactly one episode. Episodes are appended to
+    ``finished`` as they end, so a caller keeps them when a stop signal interrupts the rest.
     """
     policy.eval()
-    finished: list[Any] = []
+    finished = [] if finished is None else finished
     N = pool.num_envs
     with Progress("evaluation", len(seeds), unit="episodes") as progress:
         for start in range(0, len(seeds), N):

@@ -87,8 +87,13 @@ def _defaults_options(group: str, choice: str, conf_dir: Path) -> list[str]:
     its defaults list, itself included; none when it is no project file (a plugin's own option)."""
     from omegaconf import OmegaConf
 
+    if not (conf_dir / group).is_dir():  # a value (run_name=<4,000 characters>), not a group: no file to stat
+        return []
     path = conf_dir / group / f"{choice}.yaml"
-    if not path.is_file():
+    try:
+        if not path.is_file():
+            return []
+    except OSError:  # a choice too long for a file name is no project file
         return []
     options = []
     for entry in OmegaConf.load(path).get("defaults") or []:

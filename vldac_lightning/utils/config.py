@@ -7,7 +7,9 @@ model is loaded or simulator started.
 from __future__ import annotations
 
 import difflib
+import errno
 import logging
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,15 +30,56 @@ class ConfigError(ValueError):
     """A configuration value is missing, of the wrong type, or out of range."""
 
 
+# Errors writing a run's files that the user fixes by freeing space or choosing another folder.
+_WRITE_ERRNOS = {errno.ENOSPC: "no space left on the disk", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                 errno.EPERM: "operation not permitted", errno.ENAMETOOLONG: "file name too long",
+                 errno.ENOTDIR: "a part of the path is a file, not a folder"}
+
+
+def write_error_message(exc: OSError) -> str | None:
+    """One line for an error writing the run's files (disk full, read-only, too long), or None."""
+    reason = _WRITE_ERRNOS.get(exc.errno or -1)
+    if reason is None:
+        return None
+    where = f" {exc.filename}" if exc.filename else ""
+    return (f"cannot write{where}: {reason}. Free space there, or write elsewhere with paths.log_dir=/a/writable/folder "
+            "(or VLDAC_ROOT); checkpoints written before are intact (docs/troubleshooting.md#files-and-disks)")
+
+
 @contextmanager
-def exit_on_config_error() -> Iterator[None]:
-    """In a command-line entry point: a :class:`ConfigError` is the user's to fix, so print its
-    message alone (no traceback) and exit with status 2, as argparse does for bad arguments."""
+def exit_on_config_error(keep_going: bool = False) -> Iterator[None]:
+    """In a command-line entry point: a :class:`ConfigError` (or an error writing the run's files) is the
+    user's to fix, so print its message alone (no traceback) and exit with status 2 (1 for a write error).
+
+    ``keep_going``: in a multirun job the message is printed and the error raised on, so the launcher
+    records this job as failed and runs the others (an exit would end the whole sweep)."""
     try:
         yield
     except ConfigError as exc:
         print(f"Config error: {exc}", file=sys.stderr, flush=True)
+        if keep_going:
+            raise
         raise SystemExit(2) from None
+    except OSError as exc:
+        message = write_error_message(exc)
+        if message is None:
+            raise
+        print(f"Error: {message}", file=sys.stderr, flush=True)
+        if keep_going:
+            raise
+        raise SystemExit(1) from None
+
+
+def in_multirun() -> bool:
+    """Running as one job of a Hydra multirun (``-m``)?"""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return bool(HydraConfig.get().mode == RunMode.MULTIRUN)
+    except (ImportError, ValueError):  # not under Hydra
+        return False
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -48,12 +91,16 @@ def _get(cfg: DictConfig, key: str) -> Any:
 
 
 def _number(cfg: DictConfig, key: str, *, integer: bool = False, lo: float | None = None, hi: float | None = None,
-            lo_open: bool = False) -> float:
+            lo_open: bool = False, allow_inf: bool = False) -> float:
     value = _get(cfg, key)
     kind = int if integer else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind):
         want = "an integer" if integer else "a number"
         raise ConfigError(f"{key}={value!r} must be {want}")
+    # NaN passes every comparison below, and an infinite rate or coefficient turns the weights into
+    # NaN/Inf a step later: both are refused here, before anything is built.
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise ConfigError(f"{key}={value} must be a finite number")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise ConfigError(f"{key}={value} must be {'>' if lo_open else '>='} {lo}")
     if hi is not None and value > hi:
@@ -172,6 +219,7 @@ def check_world(cfg: DictConfig) -> None:
     trainer = cfg.get("trainer")
     if trainer is None:
         return
+    _check_devices(trainer)
     problem = split_problem(num_envs=int(_get(cfg, "env.num_envs")), rollout_steps=int(_get(cfg, "algo.rollout_steps")),
                             minibatch_size=int(_get(cfg, "algo.minibatch_size")),
                             grad_accum_steps=int(_get(cfg, "algo.grad_accum_steps")),
@@ -181,15 +229,49 @@ def check_world(cfg: DictConfig) -> None:
         raise ConfigError(problem)
 
 
+def _check_devices(trainer: DictConfig) -> None:
+    """Several devices need a strategy that starts one process per device (Lightning finds out later,
+    after the model loaded, in a traceback)."""
+    from vldac_lightning.utils.distributed import world_size_from_trainer
+
+    devices = trainer.get("devices", 1)
+    listed = len(devices) if OmegaConf.is_list(devices) else None
+    count = listed if listed is not None else (int(devices) if str(devices).lstrip("-").isdigit() else 1)
+    if (count > 1 or int(trainer.get("num_nodes", 1) or 1) > 1) and world_size_from_trainer(trainer) == 1:
+        raise ConfigError(f"trainer.devices={devices} (num_nodes={trainer.get('num_nodes', 1)}) starts several training "
+                          "processes, which needs a strategy that shares the rollout between them: add trainer=ddp "
+                          f"(python -m vldac_lightning.train trainer=ddp trainer.devices={devices}), or trainer=fsdp "
+                          "for models that do not fit one GPU (docs/config.md#several-gpus-or-nodes-lightning-ddp--fsdp)")
+
+
+def _check_ray_version() -> None:
+    """Ray older than 2.52 has no token authentication: its ports (every interface) accept anyone."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from vldac_lightning.envs.ray_worker import MIN_RAY_VERSION
+
+    try:
+        installed = version("ray")
+    except PackageNotFoundError:  # found by find_spec but not installed as a distribution: cannot tell
+        return
+    parts = tuple(int(p) for p in installed.split(".")[:2] if p.isdigit())
+    if parts < MIN_RAY_VERSION:
+        floor = ".".join(map(str, MIN_RAY_VERSION))
+        raise ConfigError(f"env.pool_mode=ray: Ray {installed} has no token authentication (Ray >= {floor}), so anyone "
+                          f"who reaches this machine's Ray ports could run code: pip install 'ray>={floor},<3' (or "
+                          "pip install 'vldac_lightning[ray]')")
+
+
 def _check_ray(cfg: DictConfig) -> None:
     """``env.pool_mode=ray``: Ray is installed, ``env.ray`` is valid, and a local Ray can place every env actor."""
     import importlib.util
     import os
 
-    from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions
+    from vldac_lightning.envs.ray_worker import RAY_MISSING, RayOptions, address_problem
 
     if importlib.util.find_spec("ray") is None:
         raise ConfigError(RAY_MISSING)
+    _check_ray_version()
     address = OmegaConf.select(cfg, "env.ray.address")
     if address is not None and not isinstance(address, str):
         raise ConfigError(f"env.ray.address={address!r} must be a Ray address (\"auto\", \"ray://host:10001\") or null")
@@ -197,7 +279,13 @@ def _check_ray(cfg: DictConfig) -> None:
     if OmegaConf.select(cfg, "env.ray.num_cpus") is not None:
         _number(cfg, "env.ray.num_cpus", integer=True, lo=1)
     options = RayOptions.from_mapping(OmegaConf.to_container(cfg.env.ray, resolve=True))  # type: ignore[arg-type]
-    if options.cluster_address() is None:
+    cluster = options.cluster_address()
+    if cluster is not None and (problem := address_problem(cluster)) is not None:
+        source = "env.ray.address" if options.address else "$RAY_ADDRESS"
+        raise ConfigError(f"env.pool_mode=ray: the Ray cluster {source}={cluster!r} is not reachable: {problem}. "
+                          "Start it there (`ray start --head` on that machine), correct the address, or set "
+                          "env.ray.address=null and unset RAY_ADDRESS to start a local Ray (docs/environments.md#pool-modes)")
+    if cluster is None:
         # A local Ray never grows: actors it cannot place would wait until env.reset_timeout_s.
         actors = int(cfg.env.num_envs) + int(cfg.env.eval_num_envs)  # the train and eval pools run together
         cpus = options.num_cpus or os.cpu_count() or 1
@@ -275,3 +363,25 @@ def validate_config(cfg: DictConfig) -> None:
     _number(cfg, "model.sampling.top_k", integer=True, lo=0)
     _number(cfg, "model.sampling.top_p", lo=0, lo_open=True, hi=1)
     _number(cfg, "model.sampling.max_new_tokens", integer=True, lo=1)
+    _check_run_outputs(cfg)
+
+
+# MLflow keeps run names up to this length; a longer one (or a path part over 255 bytes) fails late.
+MAX_RUN_NAME = 250
+
+
+def _check_run_outputs(cfg: DictConfig) -> None:
+    """Evaluation, sample and checkpoint cadences, episode counts and the run name (train and evaluate)."""
+    if cfg.get("callbacks") is not None:  # train
+        for key in ("callbacks.evaluation.every_n_iterations", "callbacks.samples.every_n_iterations",
+                    "callbacks.model_checkpoint.every_n_iterations"):
+            if OmegaConf.select(cfg, key) is not None:
+                _number(cfg, key, integer=True, lo=1)  # iterations between two; 0 is not "never"
+        if OmegaConf.select(cfg, "callbacks.evaluation.num_episodes") is not None:
+            _number(cfg, "callbacks.evaluation.num_episodes", integer=True, lo=1)
+    if "num_episodes" in cfg:  # evaluate
+        _number(cfg, "num_episodes", integer=True, lo=1)
+    name = cfg.get("run_name")
+    if name is not None and len(str(name)) > MAX_RUN_NAME:
+        raise ConfigError(f"run_name is {len(str(name))} characters long; MLflow keeps at most {MAX_RUN_NAME}: "
+                          "shorten it (or leave run_name unset: it is built from the overrides)")

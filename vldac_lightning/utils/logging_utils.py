@@ -4,7 +4,6 @@ one handler per log line."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
@@ -66,11 +65,3 @@ def log_hyperparameters(cfg: DictConfig, loggers: list[Any], extra: dict[str, An
         if run_id is not None and hasattr(experiment, "log_text"):
             experiment.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config/config.yaml")
 
-
-def find_last_checkpoint(log_dir: str | Path, task_name: str = "train") -> str:
-    """The newest ``last.ckpt`` under ``log_dir/<task_name>`` (for ``ckpt_path=last``)."""
-    candidates = sorted(Path(log_dir, task_name).glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not candidates:
-        raise FileNotFoundError(f"ckpt_path=last but no last.ckpt exists under {Path(log_dir, task_name)}; "
-                                "pass an explicit ckpt_path=... or start without one")
-    return str(candidates[-1])

@@ -96,7 +96,7 @@ class SweepParentRun(Callback):
         from mlflow import MlflowClient
 
         from vldac_lightning.utils.config import ConfigError
-        from vldac_lightning.utils.mlflow_utils import check_tracking_store
+        from vldac_lightning.utils.mlflow_utils import artifact_location, check_tracking_store
         from vldac_lightning.utils.resilient_mlflow import (
             EXPERIMENT_KIND_TAG,
             MODEL_TRAINING_KIND,
@@ -112,7 +112,7 @@ class SweepParentRun(Callback):
             experiment = client.get_experiment_by_name(str(node.experiment_name))
             if experiment is None:
                 experiment_id = client.create_experiment(str(node.experiment_name),
-                                                         artifact_location=node.get("artifact_location"))
+                                                         artifact_location=artifact_location(node))
                 kind = node.get("experiment_kind", MODEL_TRAINING_KIND)
                 if kind:
                     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, str(kind))
@@ -140,7 +140,11 @@ class SweepParentRun(Callback):
         self._parent = records.ParentRun(run_id=run_id, sweep_id=sweep_id, tracking_uri=uri,
                                          experiment_id=str(experiment_id))
         records.write_parent(sweep_dir, self._parent)
+        plan = planned_jobs(config)
+        if plan:
+            records.write_plan(sweep_dir, plan)
         self._sweep_dir, self._finished = sweep_dir, False
+        _OPEN.append(self)
         self._metric = str(config.get("optimized_metric") or "")  # evaluate.py's sweeps optimise nothing
         self._direction = str(config.get("optimized_metric_direction", "maximize"))
         # A failed job makes Hydra's sweepers raise before on_multirun_end: still close the parent then.
@@ -150,10 +154,11 @@ class SweepParentRun(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish(ended=True)
 
-    def _finish(self, ended: bool) -> None:
+    def _finish(self, ended: bool, stopped_by: str | None = None) -> None:
         """Log the job table and the best value to the parent and close it: FINISHED when the sweep
-        ended and every job completed, else FAILED. An MLflow failure here is warned about, never
-        raised: the jobs are done, and the table is also in the sweep directory."""
+        ended and every job completed, KILLED when a signal stopped it, else FAILED; print every job's
+        outcome and what is left to run. An MLflow failure here is warned about, never raised: the
+        jobs are done, and the table is also in the sweep directory."""
         if self._finished or self._parent is None or self._sweep_dir is None:
             return
         from mlflow import MlflowClient
@@ -161,17 +166,22 @@ class SweepParentRun(Callback):
         self._finished = True
         parent, sweep_dir = self._parent, self._sweep_dir
         table_path = records.records_dir(sweep_dir) / records.TABLE_FILE
+        plan = records.read_plan(sweep_dir)
+        rows = records.job_table(records.read_job_records(sweep_dir), {}, plan)
         try:
             client = MlflowClient(tracking_uri=parent.tracking_uri)
-            rows = records.job_table(records.read_job_records(sweep_dir), self._children(client))
+            rows = records.job_table(records.read_job_records(sweep_dir), self._children(client), plan)
             table_path.write_text(records.table_csv(rows))
             self._log_results(client, rows, sweep_dir)
             complete = ended and bool(rows) and all(r["status"] == "COMPLETED" for r in rows)
-            client.set_terminated(parent.run_id, "FINISHED" if complete else "FAILED")
+            status = "FINISHED" if complete else "KILLED" if stopped_by else "FAILED"
+            client.set_terminated(parent.run_id, status)
             log.info("MLflow parent run %s: %d jobs, table %s", parent.run_id, len(rows), table_path)
         except Exception as exc:
             log.warning("Could not finish the sweep's MLflow parent run %s (%s); the job records are in %s",
                         parent.run_id, exc, records.records_dir(sweep_dir))
+        print(records.summary(rows, plan) + f"\nJob table: {table_path} (MLflow parent run {parent.run_id})"
+              + (f"\nThe sweep was stopped by {stopped_by}." if stopped_by else ""), flush=True)
 
     def _children(self, client: Any) -> dict[int, tuple[str, str]]:
         """Job number -> (run id, run name) of the parent's child runs."""
@@ -210,24 +220,77 @@ class SweepParentRun(Callback):
 
     # ---------------------------------------------------------------- in each job's process
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        """Record what this job returned, next to the parent run's file (only in a sweep that has one)."""
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        try:
-            hydra_cfg = HydraConfig.get()
-        except ValueError:
-            return
-        if hydra_cfg.mode != RunMode.MULTIRUN or not records.job_rank_is_zero():
-            return
-        sweep_dir = Path(str(hydra_cfg.sweep.dir)).absolute()
-        if records.read_parent(sweep_dir) is None:
-            return
+        """Record what this job returned (or its error), next to the parent run's file."""
         status = getattr(job_return.status, "name", str(job_return.status))
-        value = job_return._return_value if status == "COMPLETED" else None  # a failed job holds its exception
-        records.write_job_record(sweep_dir, records.JobRecord(
-            job=int(hydra_cfg.job.num), overrides=[str(o) for o in job_return.overrides or []],
-            status=status, value=records.finite(value)))
+        value = job_return._return_value  # a failed job holds its exception
+        failed = isinstance(value, BaseException)
+        record_job(status, None if failed else value, records.first_line(value) if failed else None,
+                   overrides=[str(o) for o in job_return.overrides or []])
+
+
+_OPEN: list[SweepParentRun] = []  # this process's sweeps whose parent run is still open
+
+
+def record_job(status: str, value: Any = None, error: str | None = None, overrides: list[str] | None = None) -> None:
+    """Write this multirun job's record (only in a sweep that has a parent run, on rank 0)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return
+    if hydra_cfg.mode != RunMode.MULTIRUN or not records.job_rank_is_zero():
+        return
+    sweep_dir = Path(str(hydra_cfg.sweep.dir)).absolute()
+    if records.read_parent(sweep_dir) is None:
+        return
+    job_overrides = overrides if overrides is not None else [str(o) for o in hydra_cfg.overrides.task]
+    records.write_job_record(sweep_dir, records.JobRecord(job=int(hydra_cfg.job.num), overrides=job_overrides,
+                                                          status=status, value=records.finite(value), error=error))
+
+
+def finish_stopped_sweeps(exit_code: int) -> None:
+    """After a stop signal ended this process's sweep mid-job (the command-line entry points call this
+    before their fast exit, which skips ``atexit``): close the parent run KILLED with every job's
+    outcome and print what is left to run."""
+    name = _signal_name(exit_code)
+    for sweep in list(_OPEN):
+        sweep._finish(ended=False, stopped_by=name)
+    _OPEN.clear()
+
+
+def record_stopped_job(exit_code: int) -> None:
+    """In a multirun job stopped by a signal (its checkpoint saved): the job's record says STOPPED."""
+    record_job(records.STOPPED, error=f"stopped by {_signal_name(exit_code)}; its checkpoint is saved")
+
+
+def _signal_name(exit_code: int) -> str:
+    """``143`` -> ``SIGTERM`` (the shell's 128 + signal convention)."""
+    import signal
+
+    try:
+        return signal.Signals(exit_code - 128).name
+    except ValueError:
+        return f"exit code {exit_code}"
+
+
+def planned_jobs(config: DictConfig) -> list[list[str]]:
+    """The overrides of each job Hydra's basic sweeper will launch, in job order ([] for other sweepers,
+    e.g. Optuna, which choose as they go)."""
+    if not str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"):
+        return []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.select(config, "hydra.sweeper.params", default=None) or {}
+    arguments = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in config.hydra.overrides.task]
+    try:
+        parsed = OverridesParser.create().parse_overrides(arguments)
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception as exc:  # noqa: BLE001 - without a plan the table just lacks NOT_RUN rows
+        log.warning("Could not list the sweep's jobs in advance (%s)", exc)
+        return []
 
 
 def job_logger_tags(cfg: DictConfig) -> dict[str, str]:

@@ -38,6 +38,21 @@ def mlflow_logger_cfg(cfg: DictConfig) -> DictConfig | None:
     return node if node is not None and "_target_" in node else None
 
 
+def artifact_location(node: DictConfig) -> str | None:
+    """Where a new experiment's artifacts go: ``logger.mlflow.artifact_location`` when set; else beside a
+    sqlite store (``<db folder>/artifacts``), or the server's own root for an http(s) store (None).
+
+    Never under one run's ``paths.log_dir``: every later run in a shared store inherits the experiment's
+    location, so deleting that run's folder would delete other runs' artifacts."""
+    configured = node.get("artifact_location")
+    if configured:
+        return str(configured)
+    uri = str(node.tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).expanduser().absolute().parent / "artifacts")
+    return None
+
+
 @contextmanager
 def _environ(**values: str) -> Iterator[None]:
     saved = {k: os.environ.get(k) for k in values}
@@ -157,12 +172,14 @@ def mlflow_ui_link(tracking_uri: str, experiment_id: str, run_id: str | None = N
     return f"{UI_LOCAL_URL}/{page}", UI_COMMAND.format(mlflow=mlflow_bin, uri=tracking_uri)
 
 
-def run_locations(loggers: list[Any], checkpoint_dir: str | None = None, results_file: str | None = None) -> str:
-    """Where a finished run's outputs are: checkpoints, a results file, and each MLflow run with a UI link."""
+def run_locations(loggers: list[Any], checkpoint_dir: str | None = None, results_file: str | None = None,
+                  last_checkpoint: str | None = None) -> str:
+    """Where a finished run's outputs are: checkpoints (``last_checkpoint``: the file this run wrote last),
+    a results file, and each MLflow run with a UI link."""
     lines = []
     if checkpoint_dir:
-        last = Path(checkpoint_dir, "last.ckpt")
-        lines.append(f"Checkpoints: {checkpoint_dir}" + (f" (last: {last})" if last.exists() else ""))
+        last = Path(last_checkpoint) if last_checkpoint else None
+        lines.append(f"Checkpoints: {checkpoint_dir}" + (f" (last: {last})" if last and last.exists() else ""))
     if results_file:
         lines.append(f"Results: {results_file}")
     for logger in loggers:
@@ -186,8 +203,9 @@ def run_locations(loggers: list[Any], checkpoint_dir: str | None = None, results
     return "\n".join(lines)
 
 
-def print_run_locations(loggers: list[Any], checkpoint_dir: str | None = None, results_file: str | None = None) -> None:
+def print_run_locations(loggers: list[Any], checkpoint_dir: str | None = None, results_file: str | None = None,
+                        last_checkpoint: str | None = None) -> None:
     """Print :func:`run_locations` to stdout (the last thing a run says)."""
-    text = run_locations(loggers, checkpoint_dir, results_file)
+    text = run_locations(loggers, checkpoint_dir, results_file, last_checkpoint)
     if text:
         print(text, flush=True)

@@ -9,7 +9,7 @@ whose config matches. See docs/troubleshooting.md ("Resuming").
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,7 +62,21 @@ def describe_differences(saved: dict[str, Any], current: dict[str, Any], keys: S
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, memory-mapped (a 7B LoRA checkpoint is read lazily, not copied)."""
+    """The checkpoint's contents, memory-mapped (a 7B LoRA checkpoint is read lazily, not copied).
+
+    A file that does not load (truncated, not a checkpoint) is a :class:`ConfigError` naming it and the
+    newest intact checkpoint beside it."""
+    import pickle
+
+    try:
+        return _load(path)
+    except pickle.UnpicklingError:  # weights_only refused pickled code: that message says so itself
+        raise
+    except Exception as exc:  # torch's own error names no file
+        raise ConfigError(_unreadable_message(Path(path), exc)) from None
+
+
+def _load(path: str | Path) -> dict[str, Any]:
     import torch
 
     try:
@@ -71,25 +85,43 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
+def _unreadable_message(path: Path, exc: Exception) -> str:
+    """Which file is corrupt, and the newest intact checkpoint in its folder to use instead."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    message = f"checkpoint {path} cannot be read: it is truncated or not a checkpoint ({type(exc).__name__}: {first})."
+    siblings = sorted((p for p in path.parent.glob("*.ckpt") if p.resolve() != path.resolve()),
+                      key=lambda p: p.stat().st_mtime, reverse=True)
+    for other in siblings:
+        try:
+            _load(other)
+        except Exception:  # noqa: BLE001 - only an intact one is offered
+            continue
+        return f"{message} The newest intact checkpoint beside it is {other}: pass ckpt_path={other}"
+    return f"{message} No intact checkpoint is beside it: start without ckpt_path, or pass another run's checkpoint"
+
+
 def saved_config(path: str | Path) -> dict[str, Any] | None:
     return read_checkpoint(path).get(CONFIG_KEY)
 
 
-def find_matching_last(log_dir: str | Path, current: dict[str, Any], task_name: str = "train") -> str:
-    """``ckpt_path=last``: the newest ``last.ckpt`` under ``log_dir/<task_name>`` whose env, model and
-    algorithm match ``current``. Newer checkpoints of other experiments are skipped (and named)."""
+def find_matching_last(log_dir: str | Path, current: dict[str, Any], task_name: str = "train",
+                       differences: Callable[[dict[str, Any], dict[str, Any]], list[str]] = differing_keys,
+                       what: str = "env, model and algorithm") -> str:
+    """``ckpt_path=last``: the newest ``last.ckpt`` under ``log_dir/<task_name>`` that ``differences``
+    (saved config, current config) finds no difference in (a resume: env, model and algorithm).
+    Newer checkpoints of other experiments are skipped (and named)."""
     root = Path(log_dir, task_name)
     candidates = sorted(root.glob("**/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     if not candidates:
-        raise FileNotFoundError(f"ckpt_path=last but no last.ckpt exists under {root}; "
-                                "pass an explicit ckpt_path=... or start without one")
+        raise ConfigError(f"ckpt_path=last but no last.ckpt exists under {root}; "
+                          "pass an explicit ckpt_path=... or start without one")
     skipped: list[tuple[Path, list[str]]] = []
     for path in candidates:
         saved = saved_config(path)
         if saved is None:  # written before checkpoints carried their config: cannot tell, take it
             log.warning("%s carries no config (older version): cannot check it matches this run", path)
             return str(path)
-        diff = differing_keys(saved, current)
+        diff = differences(saved, current)
         if not diff:
             for other, keys in skipped:
                 log.info("ckpt_path=last: skipped newer %s (differs in %s)", other, ", ".join(keys[:4]))
@@ -97,8 +129,8 @@ def find_matching_last(log_dir: str | Path, current: dict[str, Any], task_name: 
         skipped.append((path, diff))
     newest, diff = skipped[0]
     raise ConfigError(
-        f"ckpt_path=last: none of the {len(candidates)} last.ckpt under {root} was trained with this env, model "
-        f"and algorithm. The newest, {newest}, differs in:\n"
+        f"ckpt_path=last: none of the {len(candidates)} last.ckpt under {root} was trained with this "
+        f"{what}. The newest, {newest}, differs in:\n"
         f"{describe_differences(saved_config(newest) or {}, current, diff)}\n"
         "Pass the same overrides as that run, an explicit ckpt_path=..., or start without ckpt_path.")
 

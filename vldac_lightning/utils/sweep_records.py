@@ -5,7 +5,9 @@ the sweep directory (``hydra.sweep.dir``), which every launcher gives its jobs:
 
 - ``<sweep dir>/mlflow_sweep/parent.json``: the parent run, written once before any job starts; each
   job's MLflow run reads it and becomes the parent's child (:func:`sweep_tags`).
-- ``<sweep dir>/mlflow_sweep/job<N>.json``: what job N returned, written when the job ends.
+- ``<sweep dir>/mlflow_sweep/plan.json``: the jobs the sweep will run (the basic sweeper's grid),
+  so a job that never ran is listed as NOT_RUN.
+- ``<sweep dir>/mlflow_sweep/job<N>.json``: what job N returned (or its error), written when the job ends.
 - ``<sweep dir>/mlflow_sweep/jobs.csv``: the job table, written when the sweep ends.
 
 Pure file and table logic; the MLflow side is :mod:`vldac_lightning.utils.mlflow_sweep`. See
@@ -28,13 +30,16 @@ log = logging.getLogger(__name__)
 
 RECORDS_DIR = "mlflow_sweep"
 PARENT_FILE = "parent.json"
+PLAN_FILE = "plan.json"
 TABLE_FILE = "jobs.csv"
 # Tags on every child run. MLflow's UI nests a run under the run its mlflow.parentRunId names.
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_ID_TAG = "sweep.id"
 JOB_TAG = "sweep.job"
 DIRECTIONS = ("maximize", "minimize")
-TABLE_COLUMNS = ("job", "status", "overrides", "value", "run_id", "run_name")
+TABLE_COLUMNS = ("job", "status", "overrides", "value", "run_id", "run_name", "error")
+NOT_RUN = "NOT_RUN"  # planned, but the sweep ended (a failure in an earlier batch, a stop signal) first
+STOPPED = "STOPPED"  # stopped by SIGTERM/SIGINT with its checkpoint saved: resumable
 
 
 @dataclass(frozen=True)
@@ -49,12 +54,14 @@ class ParentRun:
 
 @dataclass(frozen=True)
 class JobRecord:
-    """One finished job: its number, overrides, Hydra status (COMPLETED/FAILED) and returned metric."""
+    """One finished job: its number, overrides, status (Hydra's COMPLETED/FAILED, or STOPPED), returned
+    metric, and for a failed or stopped job the first line of its error."""
 
     job: int
     overrides: list[str]
     status: str
     value: float | None
+    error: str | None = None
 
 
 def records_dir(sweep_dir: str | Path) -> Path:
@@ -71,8 +78,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 def write_parent(sweep_dir: str | Path, parent: ParentRun) -> Path:
     """Record a new sweep's parent run; records of an earlier sweep into the same dir are removed."""
-    for stale in records_dir(sweep_dir).glob("job*.json"):
-        stale.unlink()
+    for stale in [*records_dir(sweep_dir).glob("job*.json"), records_dir(sweep_dir) / PLAN_FILE]:
+        stale.unlink(missing_ok=True)
     path = records_dir(sweep_dir) / PARENT_FILE
     _write_json(path, asdict(parent))
     return path
@@ -88,6 +95,29 @@ def read_parent(sweep_dir: str | Path) -> ParentRun | None:
     except (ValueError, TypeError) as exc:  # a damaged file must not stop the job: its run is just not nested
         log.warning("Ignoring unreadable sweep parent-run file %s: %s", path, exc)
         return None
+
+
+def write_plan(sweep_dir: str | Path, plan: list[list[str]]) -> Path:
+    """Record the overrides of every job the sweep will launch, in job order."""
+    path = records_dir(sweep_dir) / PLAN_FILE
+    _write_json(path, {"jobs": plan})
+    return path
+
+
+def read_plan(sweep_dir: str | Path) -> list[list[str]]:
+    """The planned jobs' overrides ([] when unknown: an Optuna search decides as it goes)."""
+    path = records_dir(sweep_dir) / PLAN_FILE
+    try:
+        return [list(map(str, job)) for job in json.loads(path.read_text())["jobs"]] if path.is_file() else []
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("Ignoring unreadable sweep plan %s: %s", path, exc)
+        return []
+
+
+def first_line(error: BaseException) -> str:
+    """``Type: first line of the message`` (at most 300 characters) for a job table."""
+    text = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def finite(value: Any) -> float | None:
@@ -138,24 +168,52 @@ def sweep_tags(job_num: int, sweep_dir: str | Path, tracking_uri: str) -> dict[s
     return {PARENT_TAG: parent.run_id, SWEEP_ID_TAG: parent.sweep_id, JOB_TAG: str(job_num)}
 
 
-def job_table(records: list[JobRecord], children: dict[int, tuple[str, str]]) -> list[dict[str, Any]]:
-    """One row per job (``TABLE_COLUMNS``): job number, status, overrides, returned value, and the
-    child run's id and name (``children``: job number -> (run id, run name)). A child run without a
-    record (its job died before it could write one) appears with status UNKNOWN."""
+def job_table(records: list[JobRecord], children: dict[int, tuple[str, str]],
+              plan: list[list[str]] | None = None) -> list[dict[str, Any]]:
+    """One row per job (``TABLE_COLUMNS``): job number, status, overrides, returned value, the child
+    run's id and name (``children``: job number -> (run id, run name)) and the error of a failed job.
+    A child run without a record (its job died before it could write one) has status UNKNOWN; a
+    planned job with neither has status NOT_RUN."""
     rows = []
     by_job = {r.job: r for r in records}
-    for job in sorted(set(by_job) | set(children)):
+    planned = dict(enumerate(plan or []))
+    for job in sorted(set(by_job) | set(children) | set(planned)):
         record = by_job.get(job)
         run_id, run_name = children.get(job, ("", ""))
+        status = record.status if record else ("UNKNOWN" if run_id else NOT_RUN)
         rows.append({
             "job": job,
-            "status": record.status if record else "UNKNOWN",
-            "overrides": " ".join(record.overrides) if record else "",
+            "status": status,
+            "overrides": " ".join(record.overrides if record else planned.get(job, [])),
             "value": finite(record.value) if record else None,
             "run_id": run_id,
             "run_name": run_name,
+            "error": (record.error or "") if record else "",
         })
     return rows
+
+
+def summary(rows: list[dict[str, Any]], plan: list[list[str]] | None = None,
+            command: str = "python -m vldac_lightning.train") -> str:
+    """What a sweep's end prints: each job's outcome, and the commands (from ``plan``) that run what is left."""
+    import shlex
+
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("COMPLETED", "FAILED", STOPPED, NOT_RUN, "UNKNOWN")}
+    lines = [f"Sweep: {len(rows)} job(s): " + ", ".join(f"{n} {s.lower().replace('_', ' ')}"
+                                                       for s, n in counts.items() if n)]
+    for r in rows:
+        detail = {"COMPLETED": f"value={r['value']}", "FAILED": r["error"], STOPPED: r["error"],
+                  NOT_RUN: "never started", "UNKNOWN": "ended without a record"}.get(r["status"], "")
+        point = " ".join(f"{k}={v}" for k, v in swept_params(rows, r).items()) or r["overrides"]
+        lines.append(f"  job {r['job']} {r['status']}: {point}" + (f" -> {detail}" if detail else ""))
+    left = [r for r in rows if r["status"] == NOT_RUN]
+    if any(r["status"] == STOPPED for r in rows):
+        lines.append("Continue a stopped job with its 'Resume with:' command printed above.")
+    planned = dict(enumerate(plan or []))
+    for r in left:
+        argv = planned.get(r["job"], r["overrides"].split())
+        lines.append(f"Run job {r['job']}: {command} {' '.join(shlex.quote(o) for o in argv)}")
+    return "\n".join(lines)
 
 
 def best_row(rows: list[dict[str, Any]], direction: str) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["APT_LINE", "Browser", "find_chromium"]
+__all__ = ["APT_LINE", "Browser", "chromium_problem", "find_chromium"]
 
 APT_LINE = "sudo apt-get install -y --no-install-recommends chromium"
 SCREENSHOT_TRIES = 4
@@ -49,6 +49,36 @@ def find_chromium(executable: str | None = None) -> str:
     )
 
 
+def chromium_problem(executable: str | None = None, timeout_s: float = 20.0) -> str | None:
+    """Why WebShop could not drive a browser here (none found, or the binary is not a working
+    Chromium/Chrome: ``--version`` fails or names something else), or None. Seconds, no page opened."""
+    import subprocess
+
+    try:
+        path = find_chromium(executable)
+    except FileNotFoundError as error:
+        return str(error)
+    fix = (f"point env.env_kwargs.browser_executable (or $VLDAC_CHROMIUM) at a Chromium/Chrome binary, or install "
+           f"one with `{APT_LINE}`")
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"the browser {path} does not run ({type(error).__name__}: {error}); {fix}"
+    version = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+    if done.returncode != 0 or not any(name in version.lower() for name in ("chromium", "chrome")):
+        said = f"exit status {done.returncode}" + (f", said {version[:80]!r}" if version else "")
+        return f"the browser {path} is not a working Chromium ({path} --version: {said}); {fix}"
+    return None
+
+
+def _launch_failure(executable: str, error: Exception) -> RuntimeError:
+    """Playwright's own message for a binary that exits at once is only ``TargetClosedError``."""
+    first = (str(error).strip().splitlines() or [""])[0][:200]
+    return RuntimeError(f"WebShop's browser {executable} did not start as headless Chromium "
+                        f"({type(error).__name__}: {first}). Point env.env_kwargs.browser_executable (or "
+                        f"$VLDAC_CHROMIUM) at a working Chromium/Chrome binary, or install one with `{APT_LINE}`")
+
+
 class _Chromium:
     """The process's one Playwright driver + Chromium, shared by its envs (reference-counted).
 
@@ -74,9 +104,9 @@ class _Chromium:
                 args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
                       "--font-render-hinting=none", "--disable-extensions"],
             )
-        except Exception:
+        except Exception as error:
             self.playwright.stop()
-            raise
+            raise _launch_failure(executable, error) from error
 
     @classmethod
     def acquire(cls, executable: str) -> _Chromium:
