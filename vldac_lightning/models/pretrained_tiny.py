@@ -27,7 +27,7 @@ from transformers import PreTrainedModel, ProcessorMixin
 
 log = logging.getLogger(__name__)
 
-__all__ = ["build_architecture", "cache_path", "ensure_pretrained", "settings_overrides", "tokenizer_corpus"]
+__all__ = ["build_architecture", "cache_path", "ensure_pretrained", "is_built", "settings_overrides", "tokenizer_corpus"]
 
 DONE_FILE = "pretrain_report.json"  # written last: a folder without it is an unfinished build
 
@@ -62,19 +62,21 @@ def build_architecture(arch: Mapping[str, Any], env_ids: Sequence[str], data_see
     return model, processor
 
 
-def _settings(cfg: Any) -> dict[str, Any]:
-    """The settings that determine the weights (everything but where they are stored)."""
+def _plain(cfg: Any) -> dict[str, Any]:
     node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     assert isinstance(node, dict)
-    return {k: v for k, v in node.items() if k not in ("cache_dir",)}
+    return node
+
+
+def _settings(cfg: Any) -> dict[str, Any]:
+    """The settings that determine the weights (everything but where they are stored)."""
+    return {k: v for k, v in _plain(cfg).items() if k != "cache_dir"}
 
 
 def cache_path(cfg: Any) -> Path:
-    """``<cache_dir>/<hash of the settings>``: a change of any setting builds a new model."""
-    settings = _settings(cfg)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    node = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    return Path(str(node["cache_dir"])).expanduser().resolve() / f"tiny_pretrained-{digest}"
+    """``<cache_dir>/tiny_pretrained-<hash of the settings>``: a change of any setting builds a new model."""
+    digest = hashlib.sha256(json.dumps(_settings(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(str(_plain(cfg)["cache_dir"])).expanduser().resolve() / f"tiny_pretrained-{digest}"
 
 
 def settings_overrides(cfg: Any, prefix: str = "model.tiny_pretrained") -> list[str]:
@@ -97,6 +99,7 @@ def settings_overrides(cfg: Any, prefix: str = "model.tiny_pretrained") -> list[
 
 
 def is_built(path: Path) -> bool:
+    """Whether ``path`` holds a finished build (the report is written last)."""
     return (path / DONE_FILE).is_file()
 
 
