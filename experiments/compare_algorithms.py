@@ -5,6 +5,8 @@
     python experiments/compare_algorithms.py --ladder              # also the Fig. 4 ladder
     python experiments/compare_algorithms.py --pilot               # tiny budgets, checks the pipeline
     python experiments/compare_algorithms.py --report-only         # re-aggregate finished runs
+    python experiments/compare_algorithms.py --paper               # the paper's regime: model=tiny_pretrained,
+                                                                   # JSON with thoughts, RL4VLM λ 0.2/0.5/1.0
 
 Each run is one ``python -m vldac_lightning.train`` process (``logger=csv``, ``torch_threads=1``),
 ``--jobs`` at a time. A finished run leaves ``result.json`` in its directory and is skipped on a
@@ -33,6 +35,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "experiments" / "configs" / "compare_algorithms.yaml"
+PAPER_CONFIG = ROOT / "experiments" / "configs" / "compare_paper_regime.yaml"  # docs/pretraining.md
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,8 @@ def report(group: str, results: list[dict[str, Any]], cfg: dict[str, Any]) -> No
 # ------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(DEFAULT_CONFIG))
+    ap.add_argument("--config", help=f"the plan (default: {DEFAULT_CONFIG.name}; --paper: {PAPER_CONFIG.name})")
+    ap.add_argument("--paper", action="store_true", help="the paper-regime plan (pretrained tiny VLM, JSON answers)")
     ap.add_argument("--settings", help="comma-separated subset of the config's settings")
     ap.add_argument("--algos", help="comma-separated subset of the config's algorithms")
     ap.add_argument("--seeds", help="comma-separated seeds (default: the config's)")
@@ -228,7 +232,9 @@ def main() -> None:
     ap.add_argument("--pilot", action="store_true", help="tiny budgets: check the pipeline end to end")
     ap.add_argument("--report-only", action="store_true", help="aggregate finished runs, train nothing")
     args = ap.parse_args()
-    cfg = yaml.safe_load(Path(args.config).read_text())
+    if args.paper and args.config:
+        raise SystemExit("--paper selects the config; pass either --paper or --config, not both")
+    cfg = yaml.safe_load(Path(args.config or (PAPER_CONFIG if args.paper else DEFAULT_CONFIG)).read_text())
     if args.pilot:
         cfg.update(cfg.pop("pilot"))
     cfg.pop("pilot", None)

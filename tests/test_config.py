@@ -46,6 +46,9 @@ def test_every_env_model_combination_composes_and_validates(compose_train_cfg: C
     assert cfg.algo.gamma == cfg.env.gamma and cfg.algo.rollout_steps == cfg.env.rollout_steps
     if model == "tiny":
         assert cfg.model.source == "tiny" and cfg.model.response_mode == "action_only"
+    elif model == "tiny_pretrained":  # docs/pretraining.md: JSON answers with thoughts, tiny-scale knobs
+        assert cfg.model.source == "tiny_pretrained" and cfg.model.response_mode == "json"
+        assert cfg.model.tiny_pretrained.cache_dir.endswith("logs/pretrained")
     else:
         # Real checkpoints keep the paper's Table 6 recipe (the tiny model's overrides do not leak).
         assert cfg.model.source == "pretrained" and cfg.model.name_or_path

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vldac_lightning.algo.advantages import loo_advantages
-from vldac_lightning.algo.gigpo import GiGPO
+from vldac_lightning.algo.gigpo import GiGPO, observation_key
 from vldac_lightning.algo.group_advantages import (
     anchor_step_advantages,
     discounted_returns_to_go,
@@ -162,3 +162,33 @@ def test_loop_and_grpo_give_every_step_its_episode_advantage_and_zero_to_dropped
     rollout.valid[3] = False
     loop = LOOP(PPO).targets(rollout).advantages.squeeze(1)
     assert loop.tolist() == pytest.approx([-3, 3, 0, 0, -3, 3, -3, 3, 3])
+
+
+def _history_obs(previous: str, current: str) -> dict[str, Any]:
+    """A two-frame observation (image_history = 2): the frame before, then the current one."""
+    return {"images": np.concatenate([_obs(previous)["images"], _obs(current)["images"]]), "text": "state"}
+
+
+def test_gigpo_pools_one_state_reached_by_two_paths_under_the_current_anchor_only() -> None:
+    """τ0 reaches B from A, τ1 from D (image_history 2: their frame histories differ, B is the newest).
+
+    Step returns with γ = 0.5: τ0: A→B r 0, B r 1 → R_B = 1;  τ1: D→B r 0, B r 3 → R_B = 3.
+    anchor=current: B's two occurrences are one anchor → mean 2 → A^S = ∓1 (mean-norm).
+    anchor=history: the histories (A,B) and (D,B) differ → two singletons → A^S = 0.
+    """
+    steps = [(("x", "A"), 0, 0.0, False), (("x", "D"), 1, 0.0, False),
+             (("A", "B"), 0, 1.0, True), (("D", "B"), 1, 3.0, True)]
+    rewards = torch.tensor([s[2] for s in steps])
+    episodes = torch.tensor([s[1] for s in steps])
+    groups = torch.zeros(4, dtype=torch.long)
+    step_returns = discounted_returns_to_go(rewards, episodes, 0.5)
+    for anchor, expected in (("current", [0.0, 0.0, -1.0, 1.0]), ("history", [0.0, 0.0, 0.0, 0.0])):
+        keys = [observation_key(_history_obs(*s[0]), anchor) for s in steps]
+        a = anchor_step_advantages(step_returns, keys, groups, scale="none")
+        assert a.tolist() == pytest.approx(expected), anchor
+    # An env-provided state key wins over the pixels: different frames, same key → one anchor.
+    left, right = _history_obs("A", "B"), _history_obs("D", "C")
+    assert observation_key(left) != observation_key(right)
+    assert observation_key({**left, "state_key": 7}) == observation_key({**right, "state_key": 7})
+    with pytest.raises(ValueError, match="algo.anchor"):
+        observation_key(left, "newest")

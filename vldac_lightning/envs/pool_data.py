@@ -3,6 +3,8 @@ integers, and what :meth:`EnvPool.step <vldac_lightning.envs.pool.EnvPool.step>`
 
 Seeds (docs/environments.md#seeds): training seeds live in [0, 1e9), evaluation seeds in [1e9, 2e9),
 ``base_seed * 10_000 + i`` within each; a copy's later episodes hash (copy seed, episode index).
+Pretraining data (vldac_lightning/pretrain.py) draws its deals from [2e9, 3e9), so a pretrained
+model never saw a deal that training or evaluation plays.
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["EpisodeStats", "PoolStep", "episode_seed", "eval_seeds", "success_by_task_type", "train_seeds"]
+__all__ = [
+    "EpisodeStats", "PoolStep", "episode_seed", "eval_seeds", "pretrain_seed", "success_by_task_type", "train_seeds",
+]
 
 _SEEDS_PER_BASE = 10_000
 _EVAL_OFFSET = 1_000_000_000  # train seeds live in [0, 1e9), eval seeds in [1e9, 2e9)
+_PRETRAIN_OFFSET = 2 * _EVAL_OFFSET  # pretraining deals in [2e9, 3e9) (< 2**32, numpy's seed limit)
 
 
 def _seed_range(offset: int, base_seed: int, n: int) -> list[int]:
@@ -51,6 +56,15 @@ def episode_seed(copy_seed: int, episode_index: int) -> int:
     offset = _EVAL_OFFSET if copy_seed >= _EVAL_OFFSET else 0
     digest = np.random.SeedSequence([int(copy_seed), int(episode_index)]).generate_state(1, np.uint64)[0]
     return offset + int(digest % _EVAL_OFFSET)
+
+
+def pretrain_seed(base_seed: int, stream: int, index: int) -> int:
+    """The reset seed of pretraining example ``index`` of ``stream`` (0: training data, 1: held-out),
+    hashed into [2e9, 3e9): disjoint from every training and evaluation seed."""
+    if min(base_seed, stream, index) < 0:
+        raise ValueError(f"base_seed, stream and index must be >= 0, got {base_seed}, {stream}, {index}")
+    digest = np.random.SeedSequence([int(base_seed), int(stream), int(index)]).generate_state(1, np.uint64)[0]
+    return _PRETRAIN_OFFSET + int(digest % _EVAL_OFFSET)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,12 @@ class PromptTemplate:
             text = f"{text}\n{self._fill(self.state_template, fields)}"
         return text
 
+    def state_line(self, info: Mapping[str, Any], num_images: int, action_names: Sequence[str]) -> str | None:
+        """The one-line state description (what ``state_in_text`` appends); None if the game has none."""
+        if not self.state_template:
+            return None
+        return self._fill(self.state_template, self.fields(info, num_images, action_names))
+
     def _fill(self, template: str, fields: Mapping[str, Any]) -> str:
         try:
             return template.format_map(fields)

@@ -1,6 +1,7 @@
 """Build the policy backbone + processor from a model config (tiny offline model or a checkpoint).
 
-One route serves both: ``source: tiny`` builds the toy Qwen2-VL in code; ``source: pretrained``
+One route serves all: ``source: tiny`` builds the toy Qwen2-VL in code; ``source: tiny_pretrained``
+loads it after simulator pretraining (models/pretrained_tiny.py); ``source: pretrained``
 loads any Hugging Face image-text-to-text checkpoint (hub id or local directory) with the same
 classes. LoRA is applied here so every caller gets the same trainable set.
 """
@@ -134,8 +135,16 @@ def load_backbone(cfg: Any) -> tuple[PreTrainedModel, ProcessorMixin]:
                                    image_min_pixels=cfg.get("image_min_pixels"),
                                    image_max_pixels=cfg.get("image_max_pixels"),
                                    local_files_only=local_only)
+    elif cfg.source == "tiny_pretrained":
+        from vldac_lightning.models.pretrained_tiny import ensure_pretrained
+
+        path = str(ensure_pretrained(cfg))  # model.name_or_path, or the cache (built on first use)
+        log.info("Loading the pretrained tiny model from %s", path)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=_dtype(cfg.dtype), local_files_only=True)
+        processor = load_processor(path, image_only=True, image_min_pixels=None, image_max_pixels=None,
+                                   local_files_only=True)
     else:
-        raise ValueError(f"model.source={cfg.source!r} is not known; choose 'tiny' or 'pretrained'")
+        raise ValueError(f"model.source={cfg.source!r} is not known; choose 'tiny', 'tiny_pretrained' or 'pretrained'")
     model.generation_config = neutral_generation_config(model, processor)
     if cfg.source == "tiny" and cfg.dtype != "float32":
         model = model.to(_dtype(cfg.dtype))

@@ -9,6 +9,8 @@ tokenizer and weights.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -64,8 +66,8 @@ Answer with only one of the actions. Previous actions. The images show the last 
 """
 
 
-def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer on the fixed corpus (deterministic, < 1 s)."""
+def build_tiny_tokenizer(vocab_size: int = 512, corpus: Sequence[str] | None = None) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer on ``corpus`` (default: the fixed corpus above); deterministic, < 1 s."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -75,7 +77,7 @@ def build_tiny_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    lines = [line for line in _CORPUS.strip().splitlines() if line.strip()]
+    lines = [line for line in _CORPUS.strip().splitlines() if line.strip()] if corpus is None else list(corpus)
     tok.train_from_iterator(lines * 4, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>", padding_side="left"
@@ -97,17 +99,19 @@ def build_tiny_qwen2_vl(
     vocab_size: int = 512,
     seed: int = 0,
     init_device: str = "cpu",
+    tokenizer: PreTrainedTokenizerFast | None = None,
 ) -> tuple[Qwen2VLForConditionalGeneration, Qwen2VLProcessor]:
     """Build the tiny model and its image-only processor (images resized to ``image_size``²).
 
     ``init_device`` is where the weights are created and randomly initialised. At toy size the CPU
     is right; a model scaled up through these arguments to billions of parameters (a GPU check of
     a 2B-shaped model) is initialised many times faster on the GPU it will run on (a 1.8 B model:
-    ~20 s of single-threaded CPU random init). Same seed + same device → same weights.
+    ~20 s of single-threaded CPU random init). Same seed + same device → same weights. A
+    ``tokenizer`` replaces the default one (models/pretrained_tiny.py trains its own on env text).
     """
     if image_size % 28 != 0:
         raise ValueError(f"model.tiny.image_size must be a multiple of 28 (patch 14 x merge 2), got {image_size}")
-    tokenizer = build_tiny_tokenizer(vocab_size)
+    tokenizer = tokenizer if tokenizer is not None else build_tiny_tokenizer(vocab_size)
     ids = tokenizer.convert_tokens_to_ids
     head_dim = hidden_size // num_heads
     # mrope splits the rotary half-dimension into (temporal, height, width) sections.

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
-MODEL_SOURCES = ("tiny", "pretrained")
+MODEL_SOURCES = ("tiny", "tiny_pretrained", "pretrained")
 RESPONSE_MODES = ("json", "action_only")
 PARSE_FAILURE = ("random", "penalty")
 
