@@ -16,8 +16,10 @@ def test_default_engine_is_static_and_hf_is_one_override(compose_train_cfg: Call
 
     assert build_engine(compose_train_cfg([]).model.engine).name == "static"
     assert build_engine(compose_train_cfg(["model/engine=hf"]).model.engine).name == "hf"
-    for model in ("qwen2_vl_2b", "qwen2_5_vl_7b"):  # real checkpoints' configs use it too (not loaded here)
-        assert compose_train_cfg([f"model={model}"]).model.engine._target_.endswith("StaticEngine")
+    from vldac_lightning.utils.choices import group_choices
+
+    for model in group_choices("model"):  # every model config, real checkpoints' too (not loaded here)
+        assert compose_train_cfg([f"model={model}"]).model.engine._target_.endswith("StaticEngine"), model
 
 
 def test_an_external_engine_plugs_in_through_config_alone(compose_train_cfg: Callable[..., Any]) -> None:
